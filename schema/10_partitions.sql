@@ -1,0 +1,51 @@
+-- Partitioning through pg_partman.  Debian 12 ships pg_partman 4.x, newer
+-- systems 5.x, whose create_parent() takes other arguments: detect the
+-- installed major version and call the matching form.
+
+CREATE FUNCTION machpay._partman_schema() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pg_partman'
+$$;
+
+CREATE FUNCTION machpay._partman_major() RETURNS int
+LANGUAGE sql STABLE AS $$
+    SELECT split_part(extversion, '.', 1)::int FROM pg_extension WHERE extname = 'pg_partman'
+$$;
+
+-- Register one partitioned table with pg_partman, partitions starting at
+-- p_start and p_premake intervals ahead; pg_partman's own background
+-- maintenance stays off: the machpay maintenance job drives it.
+CREATE FUNCTION machpay._create_parent(p_parent text, p_control text, p_interval interval,
+                                       p_premake int, p_start timestamptz) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    s text := machpay._partman_schema();
+BEGIN
+    IF machpay._partman_major() >= 5 THEN
+        EXECUTE format('SELECT %I.create_parent(p_parent_table := $1, p_control := $2, p_interval := $3,
+                            p_type := ''range'', p_premake := $4, p_start_partition := $5,
+                            p_automatic_maintenance := ''off'')', s)
+        USING p_parent, p_control, p_interval::text, p_premake, p_start::text;
+    ELSE
+        EXECUTE format('SELECT %I.create_parent(p_parent_table := $1, p_control := $2, p_type := ''native'',
+                            p_interval := $3, p_premake := $4, p_start_partition := $5,
+                            p_automatic_maintenance := ''off'', p_jobmon := false)', s)
+        USING p_parent, p_control, p_interval::text, p_premake, p_start::text;
+    END IF;
+END
+$$;
+
+-- Partitions exist for the whole accepted time range (back to the
+-- retention limit, ahead past max_clock_skew) so no accepted row ever lands
+-- in a default partition.  Hourly logs premake two days: maintenance runs daily.
+SELECT machpay._create_parent('machpay.metric_points', 'time', '1 day', 4,
+                              date_trunc('day', now() - interval '15 days'));
+SELECT machpay._create_parent('machpay.stats_1h', 'bucket', '1 month', 2,
+                              date_trunc('month', now() - interval '15 days'));
+SELECT machpay._create_parent('machpay.payment_intents', 'created_at', '1 month', 2,
+                              date_trunc('month', now()));
+SELECT machpay._create_parent('machpay.debug_logs', 'time', '1 hour', 48,
+                              date_trunc('hour', now() - interval '73 hours'));
+SELECT machpay._create_parent('machpay.ingest_rejects', 'time', '1 day', 4,
+                              date_trunc('day', now() - interval '4 days'));

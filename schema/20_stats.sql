@@ -1,0 +1,8 @@
+-- Receiver counters (stats.c): the numbers behind /metrics.
+CREATE FUNCTION machpay._stat_counters(OUT name text, OUT value bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'machpay_stat_counters'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE VIEW machpay.stat_receiver AS
+    SELECT name, value FROM machpay._stat_counters();

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, everything machpay_receiver needs to
+# build, run and test.  Idempotent: does nothing when all are present.
+set -euo pipefail
+
+PACKAGES=(
+  make gcc pkg-config ca-certificates curl
+  postgresql-15 postgresql-server-dev-15 postgresql-15-partman
+  libh2o-evloop-dev libssl-dev zlib1g-dev libpq-dev
+  libipc-run-perl           # TAP tests (PostgreSQL::Test::Cluster)
+  nghttp2-client            # h2load and HTTP/2 tests
+  clang libclang-rt-14-dev  # libFuzzer harness
+  openssl                   # throwaway TLS certificates in tests
+)
+if [ -n "${MACHPAY_EXTRA_PACKAGES:-}" ]; then
+  read -r -a extra <<<"$MACHPAY_EXTRA_PACKAGES"
+  PACKAGES+=("${extra[@]}")
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing packages: ${missing[*]}; run as root (or: sudo bash scripts/deps.sh)" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# Debian's postgresql-common creates a default cluster on install; we never
+# use it (tests and `make run` create their own), so do not create one.
+mkdir -p /etc/postgresql-common
+if [ ! -f /etc/postgresql-common/createcluster.conf ] || ! grep -q '^create_main_cluster' /etc/postgresql-common/createcluster.conf; then
+  echo "create_main_cluster = false" >> /etc/postgresql-common/createcluster.conf
+fi
+apt-get install -y -q --no-install-recommends "${missing[@]}"

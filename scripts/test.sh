@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing, build with -Werror, install, then run
+# the regression suite (temporary instance), the TAP tests and the fuzz
+# corpus replay as the postgres OS user on a copy of the tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+. scripts/common.sh
+build_and_install
+
+work=$(mktemp -d /tmp/machpay-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+# A copy the postgres user can write to: the checkout may sit in /root.
+tar --exclude=./.git --exclude=./.run -cf - . | tar -C "$work" -xf -
+[ "$(id -u)" -eq 0 ] && chown -R postgres: "$work"
+chmod 755 "$work"
+
+status=0
+as_postgres make -C "$work" PG_CONFIG="$PG_CONFIG" check-all || status=$?
+if [ $status -ne 0 ]; then
+  for f in "$work"/regression.diffs "$work"/tmp_check/log/regress_log_*; do
+    [ -f "$f" ] || continue
+    echo "=== $f (last 80 lines)"; tail -n 80 "$f"
+  done
+  mkdir -p test/results && cp -r "$work"/regression.diffs "$work"/tmp_check test/results/ 2>/dev/null || true
+fi
+exit $status

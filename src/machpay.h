@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ * machpay.h
+ *	  Settings and component entry points shared across machpay_receiver.
+ *
+ * Vocabulary used throughout: an *event* is one JSON object a client sends;
+ * a *row* is what it becomes in a table; a *batch* is what one flush
+ * commits; a *job* is a scheduled task (rollup, maintenance) and a *run* is
+ * one execution of it.
+ *-------------------------------------------------------------------------
+ */
+#ifndef MACHPAY_H
+#define MACHPAY_H
+
+#include "datatype/timestamp.h"
+
+#define MACHPAY_EXTENSION_NAME	"machpay_receiver"
+#define MACHPAY_SCHEMA			"machpay"
+#define MACHPAY_NOTIFY_CHANNEL	"machpay_events"
+
+/* Settings (guc.c).  Units as stored by the GUC machinery. */
+extern char *machpay_database;
+extern char *machpay_listen_addresses;
+extern int	machpay_port;
+extern int	machpay_sse_port;
+extern int	machpay_http_workers;
+extern int	machpay_buffer_size_kb;
+extern int	machpay_batch_size;
+extern int	machpay_flush_interval_ms;
+extern int	machpay_max_body_size;	/* bytes */
+extern bool machpay_auth;
+extern int	machpay_max_clock_skew_s;
+extern int	machpay_rollup_interval_s;	/* 0 = job disabled */
+extern int	machpay_maintenance_interval_s; /* 0 = job disabled */
+extern char *machpay_archive_directory;
+extern char *machpay_tls_cert_file;
+extern char *machpay_tls_key_file;
+extern int	machpay_sse_max_clients;
+extern char *machpay_sse_allow_origin;
+extern bool machpay_notify_telemetry;
+
+extern void machpay_define_gucs(void);
+
+/*
+ * Shared-memory components: each reports its size at shmem_request time and
+ * initialises its segment at shmem_startup time (machpay_receiver.c).
+ */
+extern Size stats_shmem_size(void);
+extern void stats_shmem_init(void);
+extern Size buffer_shmem_size(void);
+extern void buffer_shmem_init(void);
+
+/* Background workers register themselves from _PG_init. */
+extern void flusher_register_worker(void);
+extern void http_register_workers(void);
+extern void maintenance_register_worker(void);
+extern void sse_register_worker(void);
+
+/* worker_common.c: start-up shared by every background worker. */
+extern void machpay_worker_attach(const char *role);
+extern bool machpay_worker_wait_for_extension(const char *role);
+
+#endif							/* MACHPAY_H */

@@ -1,0 +1,99 @@
+/*-------------------------------------------------------------------------
+ * stats.c
+ *	  Shared-memory counters (stats.h) and the SQL function behind the
+ *	  machpay.stat_receiver view.
+ *
+ * Counters are lock-free atomics so that hot paths in any process can bump
+ * them; before shared memory exists (library not preloaded) they count
+ * nothing rather than fail.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "port/atomics.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+
+#include "machpay.h"
+#include "stats.h"
+
+typedef struct StatsShared
+{
+	pg_atomic_uint64 counters[STAT_COUNTER_COUNT];
+} StatsShared;
+
+static StatsShared *stats_shared = NULL;
+
+static const char *const stats_names[STAT_COUNTER_COUNT] = {
+	[STAT_CONFIG_UNKNOWN_GATEWAY] = "config_unknown_gateway",
+	[STAT_CONFIG_UPDATES] = "config_updates",
+	[STAT_CONFIG_STALE] = "config_stale",
+	[STAT_ROWS_METRICS] = "rows_metrics",
+	[STAT_ROWS_DEBUG_LOGS] = "rows_debug_logs",
+	[STAT_ROWS_PAYMENT_INTENTS] = "rows_payment_intents",
+	[STAT_ROWS_INGEST_REJECTS] = "rows_ingest_rejects",
+	[STAT_INTENTS_DUPLICATE] = "intents_duplicate",
+	[STAT_EVENTS_ACCEPTED] = "events_accepted",
+	[STAT_EVENTS_REJECTED] = "events_rejected",
+};
+
+Size
+stats_shmem_size(void)
+{
+	return MAXALIGN(sizeof(StatsShared));
+}
+
+void
+stats_shmem_init(void)
+{
+	bool		found;
+
+	stats_shared = ShmemInitStruct("machpay_receiver stats", stats_shmem_size(), &found);
+	if (!found)
+	{
+		for (int i = 0; i < STAT_COUNTER_COUNT; i++)
+			pg_atomic_init_u64(&stats_shared->counters[i], 0);
+	}
+}
+
+void
+stats_add(StatCounter counter, int64 n)
+{
+	if (stats_shared != NULL && n != 0)
+		pg_atomic_fetch_add_u64(&stats_shared->counters[counter], (uint64) n);
+}
+
+uint64
+stats_get(StatCounter counter)
+{
+	return stats_shared ? pg_atomic_read_u64(&stats_shared->counters[counter]) : 0;
+}
+
+const char *
+stats_name(StatCounter counter)
+{
+	return stats_names[counter];
+}
+
+PG_FUNCTION_INFO_V1(machpay_stat_counters);
+
+/* SETOF (name text, value bigint): one row per counter. */
+Datum
+machpay_stat_counters(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < STAT_COUNTER_COUNT; i++)
+	{
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+
+		values[0] = CStringGetTextDatum(stats_names[i]);
+		values[1] = Int64GetDatum((int64) stats_get((StatCounter) i));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

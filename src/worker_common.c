@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ * worker_common.c
+ *	  Start-up shared by every machpay background worker: signals, the
+ *	  database connection, and waiting quietly for CREATE EXTENSION.
+ *
+ * A worker that starts before the extension exists logs one line and waits
+ * on its latch; it neither exits (that would make the postmaster restart it
+ * in a loop) nor repeats the message.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/wait_event.h"
+
+#include "machpay.h"
+
+#define EXTENSION_POLL_MS 5000
+
+/*
+ * Install the standard signal handlers (SIGHUP sets ConfigReloadPending,
+ * SIGTERM sets ShutdownRequestPending) and connect to machpay.database.
+ */
+void
+machpay_worker_attach(const char *role)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(machpay_database, NULL, 0);
+	pgstat_report_appname(role);
+}
+
+static bool
+extension_exists(void)
+{
+	bool		exists;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	exists = OidIsValid(get_extension_oid(MACHPAY_EXTENSION_NAME, true));
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return exists;
+}
+
+/*
+ * Returns true once the extension exists, false if shutdown was requested
+ * while waiting.  Config reloads are processed while waiting.
+ */
+bool
+machpay_worker_wait_for_extension(const char *role)
+{
+	bool		logged = false;
+
+	for (;;)
+	{
+		if (ShutdownRequestPending)
+			return false;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (extension_exists())
+			return true;
+		if (!logged)
+		{
+			ereport(LOG,
+					(errmsg("%s waiting for extension \"%s\" in database \"%s\"",
+							role, MACHPAY_EXTENSION_NAME, machpay_database),
+					 errhint("Run CREATE EXTENSION %s CASCADE in that database.",
+							 MACHPAY_EXTENSION_NAME)));
+			logged = true;
+		}
+		pgstat_report_activity(STATE_IDLE, "waiting for CREATE EXTENSION");
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 EXTENSION_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}

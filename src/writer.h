@@ -1,0 +1,36 @@
+/*-------------------------------------------------------------------------
+ * writer.h
+ *	  The bulk writer: a row batch into the tables, inside the caller's
+ *	  transaction.
+ *
+ * Metrics and logs go through table_multi_insert with partition routing as
+ * COPY FROM does it; intents are de-duplicated for ever on (gateway_id,
+ * agent_id, nonce); config rows upsert vendor_profiles.  The caller owns the
+ * transaction (the flusher: one per batch; machpay.ingest(): the user's).
+ *-------------------------------------------------------------------------
+ */
+#ifndef MACHPAY_WRITER_H
+#define MACHPAY_WRITER_H
+
+#include "mapper.h"
+
+typedef struct WriteResult
+{
+	int64		nrows[ROW_KIND_MAX + 1];	/* rows stored, by RowKind */
+	int64		config_changed;
+	int64		config_unknown_gateway;
+	int64		config_stale;
+	int			nintents;
+	IntentOutcome *intents;		/* one per ROW_INTENT row, batch order */
+} WriteResult;
+
+/* Store the batch; ereports on failure (the caller's transaction aborts). */
+extern void writer_write_batch(const char *rows, Size len, WriteResult *result);
+
+/*
+ * Queue the `ingest` summary notification of SPEC §5 for this batch
+ * (sent at commit).  `origin` says who wrote it: "http" or "sql".
+ */
+extern void writer_notify_ingest(const WriteResult *result, const char *origin);
+
+#endif							/* MACHPAY_WRITER_H */
