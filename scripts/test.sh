@@ -2,6 +2,8 @@
 # `make test`: install what is missing, build with -Werror, install, then run
 # the regression suite (temporary instance), the TAP tests and the fuzz
 # corpus replay as the postgres OS user on a copy of the tree.
+# Arguments name other make targets to run instead of check-all
+# (check-regress, prove-tap, fuzz-replay); PROVE_TESTS picks TAP files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -16,7 +18,9 @@ tar --exclude=./.git --exclude=./.run -cf - . | tar -C "$work" -xf -
 chmod 755 "$work"
 
 status=0
-as_postgres make -C "$work" PG_CONFIG="$PG_CONFIG" check-all || status=$?
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(check-all)
+as_postgres env ${PROVE_TESTS:+PROVE_TESTS="$PROVE_TESTS"} \
+  make -C "$work" PG_CONFIG="$PG_CONFIG" "${targets[@]}" || status=$?
 if [ $status -ne 0 ]; then
   for f in "$work"/regression.diffs "$work"/tmp_check/log/regress_log_*; do
     [ -f "$f" ] || continue
