@@ -142,3 +142,13 @@ CREATE TABLE machpay.job_runs (
     sqlstate    text
 );
 CREATE INDEX job_runs_job_started ON machpay.job_runs (job, started_at);
+
+-- Hours that received metric rows, for the rollup to (re)compute.  The
+-- writer upserts with ON CONFLICT DO UPDATE (version + 1) in the same
+-- transaction as the rows: the row lock orders it against a rollup run
+-- that deletes the mark, so no late row is ever missed.
+CREATE TABLE machpay.rollup_invalidations (
+    bucket    timestamptz PRIMARY KEY,
+    version   bigint NOT NULL DEFAULT 1,
+    marked_at timestamptz NOT NULL DEFAULT now()
+);

@@ -69,7 +69,7 @@ typedef struct MapResult
 	MapError   *errors;
 	int			nintents;		/* ROW_INTENT rows in rows */
 	int64		nrows[ROW_KIND_MAX + 1];	/* rows by RowKind */
-	int64		events_by_source[4];	/* accepted: gateway, sdk, payment_intent, log */
+	int64		events_by_source[EVENT_SOURCE_COUNT];	/* accepted events */
 	StringInfoData rows;		/* the row batch */
 } MapResult;
 

@@ -26,6 +26,17 @@ typedef enum RowKind
 } RowKind;
 
 #define ROW_KIND_MAX ROW_REJECT
+
+/* The `source` of an event; indexes MapResult.events_by_source. */
+typedef enum EventSource
+{
+	SOURCE_GATEWAY = 0,
+	SOURCE_SDK,
+	SOURCE_PAYMENT_INTENT,
+	SOURCE_LOG,
+} EventSource;
+
+#define EVENT_SOURCE_COUNT 4
 #define ROW_MAX_STRINGS 8
 
 /* Fixed parts, one per kind; the strings follow in the order listed. */
@@ -35,6 +46,7 @@ typedef struct MetricRow
 {
 	TimestampTz time;
 	double		value;
+	int32		source;			/* EventSource: gateway or sdk */
 } MetricRow;
 
 /* strings: entity_id, level, message, fields (JSON object text, or empty = NULL) */

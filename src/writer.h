@@ -22,9 +22,17 @@ typedef struct WriteResult
 	int64		config_stale;
 	int			nintents;
 	IntentOutcome *intents;		/* one per ROW_INTENT row, batch order */
+	/* accepted events by EventSource: filled by the caller (the writer sees rows) */
+	int64		events_by_source[EVENT_SOURCE_COUNT];
 } WriteResult;
 
-/* Store the batch; ereports on failure (the caller's transaction aborts). */
+/*
+ * Store the batch; ereports on failure (the caller's transaction aborts).
+ * Also, in the same transaction: marks the hours that received metric rows
+ * in machpay.rollup_invalidations (so the rollup re-rolls late data), and
+ * queues the `payment_intent` (new intents only) and `config` notifications,
+ * plus `gateway`/`sdk` ones when machpay.notify_telemetry is on.
+ */
 extern void writer_write_batch(const char *rows, Size len, WriteResult *result);
 
 /*
