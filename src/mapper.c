@@ -120,19 +120,19 @@ map_add_leaf(MapState *st, const char *const *keys, int nkeys,
 	MapLeaf    *leaf;
 	const char **copy;
 
-	if (st->too_many)
-		return;
-
 	/*
 	 * Only numbers and booleans below the top level can become rows; other
 	 * deep leaves matter only under config (depth 2), so skip them to keep
-	 * an event's memory proportional to what it can yield.
+	 * an event's memory proportional to what it can yield.  Top-level
+	 * leaves are always kept: jsonb orders keys by length, so "source" may
+	 * come after a section that is far too large.
 	 */
 	if (nkeys > 1)
 	{
 		if (type == LEAF_NUMBER || type == LEAF_TRUE || type == LEAF_FALSE)
 		{
-			if (++st->nvalues > st->opts->max_rows_per_event + EXTRA_LEAVES)
+			if (st->too_many ||
+				++st->nvalues > st->opts->max_rows_per_event + EXTRA_LEAVES)
 			{
 				st->too_many = true;
 				return;
@@ -761,6 +761,9 @@ map_config(MapState *st, EventRows *ev, int index, const char *gateway,
 					   &strs[4], &lens[4], err))
 		return false;
 
+	/* an empty config changes nothing: no row */
+	if (fixed.present == 0)
+		return true;
 	rowbuf_append(&st->result->rows, ROW_CONFIG, index, &fixed, sizeof(fixed),
 				  5, strs, lens);
 	ev->nrows[ROW_CONFIG]++;

@@ -375,8 +375,16 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 	if (res != JSON_SUCCESS)
 	{
 		const char *detail = json_error_text(res);
-		int			column = (int) (w.lex->token_start - w.lex->line_start) + 1;
+		const char *at = w.lex->token_start ? w.lex->token_start :
+			w.lex->token_terminator;
+		const char *line_start = w.lex->line_start ? w.lex->line_start : text;
+		int			column;
 		char	   *msg;
+
+		/* at the end of the input the lexer leaves token_start NULL */
+		if (at == NULL || at < line_start)
+			at = line_start;
+		column = (int) (at - line_start) + 1;
 
 		if (line > 0)
 			msg = psprintf("invalid JSON on line %d, column %d: %s",
