@@ -128,6 +128,7 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 	SeriesEntry **entries = palloc(sizeof(SeriesEntry *) * nmetric);
 	TimestampTz *quarters = palloc(sizeof(TimestampTz) * nmetric);
 	int64		i = 0;
+	int			nquarters = 0;
 	BulkTarget *bt;
 	AttrNumber	a_time,
 				a_series,
@@ -180,7 +181,9 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 			q = m.time - (m.time % QUARTER_HOUR_USECS);
 			if (m.time < 0 && q != m.time)
 				q -= QUARTER_HOUR_USECS;
-			quarters[i] = q;
+			/* Rows come in runs of one time: keep a value per run only. */
+			if (nquarters == 0 || quarters[nquarters - 1] != q)
+				quarters[nquarters++] = q;
 			i++;
 
 			if (machpay_notify_telemetry)
@@ -204,7 +207,7 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 			notify_telemetry(run_source, run_entity, run_time, run_rows);
 	}
 	result->nrows[ROW_METRIC] += bulk_target_finish(bt);
-	mark_rollup_hours(quarters, (int) i);
+	mark_rollup_hours(quarters, nquarters);
 }
 
 /* debug_logs and ingest_rejects: every column from the row's strings. */
