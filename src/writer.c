@@ -140,6 +140,8 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 	{
 		if (row.kind != ROW_METRIC)
 			continue;
+		if (row.nstrings < 3)
+			elog(ERROR, "malformed metric row in batch");
 		entries[i++] = series_cache_lookup(row.str[0], row.len[0], row.str[1], row.len[1],
 										   row.str[2], row.len[2]);
 	}
@@ -374,6 +376,9 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	}
 	if (count[ROW_INTENT] > INT_MAX / (int) sizeof(IntentOutcome))
 		elog(ERROR, "too many payment intents in one batch");
+	if (count[ROW_METRIC] + count[ROW_LOG] + count[ROW_INTENT] +
+		count[ROW_CONFIG] + count[ROW_REJECT] == 0)
+		return;
 
 	batchcxt = AllocSetContextCreate(callercxt, "machpay writer batch",
 									 ALLOCSET_DEFAULT_SIZES);
