@@ -111,8 +111,10 @@ bulk_target_open(const char *relname)
 	ExecInitResultRelation(bt->estate, bt->root_rri, 1);
 #if PG_VERSION_NUM < 170000
 	CheckValidResultRel(bt->root_rri, CMD_INSERT);
-#else
+#elif PG_VERSION_NUM < 190000
 	CheckValidResultRel(bt->root_rri, CMD_INSERT, NIL);
+#else
+	CheckValidResultRel(bt->root_rri, CMD_INSERT, ONCONFLICT_NONE, NIL);
 #endif
 	ExecOpenIndices(bt->root_rri, false);
 
