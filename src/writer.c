@@ -27,7 +27,7 @@
 #include "bulk_insert.h"
 #include "machpay.h"
 #include "series_cache.h"
-#include "stats.h"
+#include "xact_stats.h"
 #include "writer.h"
 #include "writer_parts.h"
 
@@ -314,7 +314,7 @@ write_intents(const char *rows, Size len, int n, WriteResult *result,
 	result->intents = MemoryContextAllocZero(resultcxt, sizeof(IntentOutcome) * n);
 	result->nintents = n;
 	result->nrows[ROW_INTENT] += intents_store(in, n, result->intents, &ndup);
-	stats_add(STAT_INTENTS_DUPLICATE, ndup);
+	xact_stats_add(STAT_INTENTS_DUPLICATE, ndup);
 }
 
 static void
@@ -397,10 +397,10 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	if (count[ROW_CONFIG] > 0)
 		write_config(rows, len, (int) count[ROW_CONFIG], result);
 
-	stats_add(STAT_ROWS_METRICS, result->nrows[ROW_METRIC]);
-	stats_add(STAT_ROWS_DEBUG_LOGS, result->nrows[ROW_LOG]);
-	stats_add(STAT_ROWS_PAYMENT_INTENTS, result->nrows[ROW_INTENT]);
-	stats_add(STAT_ROWS_INGEST_REJECTS, result->nrows[ROW_REJECT]);
+	xact_stats_add(STAT_ROWS_METRICS, result->nrows[ROW_METRIC]);
+	xact_stats_add(STAT_ROWS_DEBUG_LOGS, result->nrows[ROW_LOG]);
+	xact_stats_add(STAT_ROWS_PAYMENT_INTENTS, result->nrows[ROW_INTENT]);
+	xact_stats_add(STAT_ROWS_INGEST_REJECTS, result->nrows[ROW_REJECT]);
 
 	SPI_finish();
 	MemoryContextSwitchTo(callercxt);
