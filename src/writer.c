@@ -16,6 +16,7 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/datetime.h"
 #include "utils/builtins.h"
@@ -358,6 +359,15 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	int64		count[ROW_KIND_MAX + 1] = {0};
 	RowReader	rd;
 	RowView		row;
+
+	/*
+	 * The multi-insert path bypasses the executor's read-only check (done
+	 * in ExecutorStart), so do it here: no heap write in a read-only
+	 * transaction, none on a standby.
+	 */
+	PreventCommandIfReadOnly("machpay writer");
+	PreventCommandIfParallelMode("machpay writer");
+	PreventCommandDuringRecovery("machpay writer");
 
 	/* Everything but events_by_source, which the caller fills. */
 	memset(result->nrows, 0, sizeof(result->nrows));
