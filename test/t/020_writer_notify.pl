@@ -95,5 +95,24 @@ is($ing->{events}{gateway}, 1, 'summary: gateway events');
 	'config', jsonb_build_object('price_per_unit', 7000, 'version', 'v9')));});
 is(scalar(grep { $_->{type} eq 'config' } @n), 0, 'unchanged config: no notification');
 
+# A changed value too large for NOTIFY: the field names and a reference.
+@n = notifications(qq{SELECT machpay.ingest(jsonb_build_object('source', 'gateway', 'gateway_id', '$gw',
+	'period_start', $now - 20, 'period_end', $now + 2,
+	'config', jsonb_build_object('version', repeat('v', 9000))));});
+($cfg) = grep { $_->{type} eq 'config' } @n;
+is_deeply($cfg->{changed}, ['config_version'], 'oversized config change: names only');
+is($cfg->{ref}, 'machpay.vendor_profiles', 'oversized config change: a reference to the row');
+is($node->safe_psql('postgres', qq{SELECT length(config_version) FROM machpay.vendor_profiles p
+	JOIN machpay.users u ON u.id = p.user_id WHERE u.wallet_address = '$gw'}), '9000', 'the value itself is stored whole');
+
+# Without machpay.notify_telemetry: no gateway notification.
+$node->safe_psql('postgres', 'ALTER SYSTEM SET machpay.notify_telemetry = off; SELECT pg_reload_conf()');
+$node->poll_query_until('postgres', "SELECT current_setting('machpay.notify_telemetry') = 'off'");
+@n = notifications(qq{SELECT machpay.ingest(jsonb_build_object('source', 'gateway', 'gateway_id', '$gw',
+	'period_start', $now - 60, 'period_end', $now,
+	'system', jsonb_build_object('cpu_usage_percent', 1)));});
+is(scalar(grep { $_->{type} eq 'gateway' } @n), 0, 'notify_telemetry off: no gateway notification');
+is(scalar(grep { $_->{type} eq 'ingest' } @n), 1, 'notify_telemetry off: the ingest summary still');
+
 $node->stop;
 done_testing();
