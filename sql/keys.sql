@@ -33,4 +33,18 @@ CREATE ROLE regress_machpay_nobody;
 SELECT f, has_function_privilege('regress_machpay_nobody', f, 'EXECUTE') AS can_execute
   FROM unnest(ARRAY['machpay.create_ingest_key(text,text)', 'machpay.revoke_ingest_key(text)',
                     'machpay.ingest(jsonb)']) f;
+
+-- EXECUTE is the whole permission: a role granted ingest() writes through
+-- it without any grant on the tables.
+GRANT USAGE ON SCHEMA machpay TO regress_machpay_nobody;
+GRANT EXECUTE ON FUNCTION machpay.ingest(jsonb) TO regress_machpay_nobody;
+SET ROLE regress_machpay_nobody;
+SELECT machpay.ingest(jsonb_build_object('source', 'log', 'entity_id', :'entity',
+       'time', extract(epoch FROM now())::bigint, 'level', 'info', 'message', 'granted'));
+SELECT count(*) FROM machpay.debug_logs;
+SELECT machpay.create_ingest_key('*');
+RESET ROLE;
+SELECT count(*) AS logs FROM machpay.debug_logs WHERE entity_id = :'entity' AND message = 'granted';
+REVOKE ALL ON FUNCTION machpay.ingest(jsonb) FROM regress_machpay_nobody;
+REVOKE USAGE ON SCHEMA machpay FROM regress_machpay_nobody;
 DROP ROLE regress_machpay_nobody;
