@@ -4,11 +4,11 @@
  *	  caller's transaction.
  *
  * The batch is walked once per kind of row, in a fixed order: metric rows
- * (series ids from series_cache.c, points through bulk_insert.c), log rows
- * and dead letters (bulk_insert.c), payment intents (intents.c), config
- * reports (vendor_config.c), then the rollup invalidation marks of the
- * hours that got metric rows.  Notifications are queued with Async_Notify
- * and go out at commit, or not at all.
+ * (series ids from series_cache.c, points through bulk_insert.c, then the
+ * rollup invalidation marks of their hours), log rows and dead letters
+ * (bulk_insert.c), payment intents (intents.c), config reports
+ * (vendor_config.c).  Notifications are queued with Async_Notify and go
+ * out at commit, or not at all; counters move at commit (xact_stats.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -18,8 +18,8 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
-#include "utils/datetime.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
