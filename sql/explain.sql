@@ -35,7 +35,7 @@ DECLARE
     line text;
 BEGIN
     FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || q LOOP
-        line := regexp_replace(line, '_p\d{4}(_\d+)*', '_pDATE', 'g');
+        line := regexp_replace(line, '_p\d[\d_]*\d', '_pDATE', 'g');
         line := regexp_replace(line, '''[^'']*''::timestamp with time zone', '''TIME''', 'g');
         RETURN NEXT line;
     END LOOP;
