@@ -37,6 +37,20 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_INTENTS_DUPLICATE] = "intents_duplicate",
 	[STAT_EVENTS_ACCEPTED] = "events_accepted",
 	[STAT_EVENTS_REJECTED] = "events_rejected",
+	[STAT_FLUSHES] = "flushes",
+	[STAT_FLUSH_FAILURES] = "flush_failures",
+	[STAT_FLUSH_EVENTS] = "flush_events",
+	[STAT_EVENTS_DROPPED] = "events_dropped",
+	[STAT_INTENTS_FAILED] = "intents_failed",
+	[STAT_FLUSH_DURATION_LE_1MS] = "flush_duration_le_1ms",
+	[STAT_FLUSH_DURATION_LE_5MS] = "flush_duration_le_5ms",
+	[STAT_FLUSH_DURATION_LE_10MS] = "flush_duration_le_10ms",
+	[STAT_FLUSH_DURATION_LE_50MS] = "flush_duration_le_50ms",
+	[STAT_FLUSH_DURATION_LE_100MS] = "flush_duration_le_100ms",
+	[STAT_FLUSH_DURATION_LE_500MS] = "flush_duration_le_500ms",
+	[STAT_FLUSH_DURATION_LE_1000MS] = "flush_duration_le_1000ms",
+	[STAT_FLUSH_DURATION_LE_INF] = "flush_duration_le_inf",
+	[STAT_FLUSH_DURATION_SUM_US] = "flush_duration_sum_us",
 };
 
 Size
