@@ -22,6 +22,21 @@ typedef enum StatCounter
 	STAT_INTENTS_DUPLICATE,
 	STAT_EVENTS_ACCEPTED,
 	STAT_EVENTS_REJECTED,
+	/* flusher (flusher.c, buffer.c) */
+	STAT_FLUSHES,					/* committed flushes */
+	STAT_FLUSH_FAILURES,			/* flush attempts that rolled back */
+	STAT_FLUSH_EVENTS,				/* events committed by the flusher */
+	STAT_EVENTS_DROPPED,			/* telemetry given up after the retry window */
+	STAT_INTENTS_FAILED,			/* intents answered 503: not committed in time */
+	STAT_FLUSH_DURATION_LE_1MS,		/* histogram, cumulative (Prometheus le) */
+	STAT_FLUSH_DURATION_LE_5MS,
+	STAT_FLUSH_DURATION_LE_10MS,
+	STAT_FLUSH_DURATION_LE_50MS,
+	STAT_FLUSH_DURATION_LE_100MS,
+	STAT_FLUSH_DURATION_LE_500MS,
+	STAT_FLUSH_DURATION_LE_1000MS,
+	STAT_FLUSH_DURATION_LE_INF,
+	STAT_FLUSH_DURATION_SUM_US,		/* histogram sum, microseconds */
 	/* ingest workers (http*.c, auth.c) */
 	STAT_AUTH_KEY_CHANGES,			/* DML on machpay.ingest_keys: workers reload keys */
 	STAT_HTTP_REQUESTS_200,			/* answers by status: http_requests_NNN */
