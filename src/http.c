@@ -61,6 +61,7 @@ PGDLLEXPORT void machpay_http_main(Datum main_arg);
 #define HTTP_WAIT_PENDING_MS	2
 #define HTTP_WAIT_IDLE_MS		100
 #define HTTP_STATE_CHECK_MS		1000
+#define HTTP_OPTIONS_CHECK_MS	10000
 #define HTTP_DRAIN_GRACE_MS		2000
 #define HTTP_TIMEOUT_MS			10000
 
@@ -529,6 +530,7 @@ report_activity(void)
 static void
 refresh_state(TimestampTz now, TimestampTz *last_check)
 {
+	static TimestampTz last_options = 0;
 	HttpWorkerState before = http_status.state;
 	bool		recovery_before = http_status.in_recovery;
 
@@ -559,6 +561,13 @@ refresh_state(TimestampTz now, TimestampTz *last_check)
 	{
 		/* The keys cannot be read: the extension was dropped. */
 		http_status.extension_ready = false;
+	}
+	if (http_status.extension_ready &&
+		(http_status.state != HTTP_STATE_SERVING ||
+		 TimestampDifferenceExceeds(last_options, now, HTTP_OPTIONS_CHECK_MS)))
+	{
+		last_options = now;
+		http_ingest_refresh_options();
 	}
 	http_status.state = http_status.extension_ready ?
 		HTTP_STATE_SERVING : HTTP_STATE_STARTING;

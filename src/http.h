@@ -49,6 +49,7 @@ extern void http_count_status(int status);
 extern void http_ingest_request(h2o_req_t *req);
 extern int	http_ingest_poll_pending(void);	/* returns requests still pending */
 extern void http_ingest_fail_pending(const char *why);
+extern void http_ingest_refresh_options(void);
 
 /* http_ops.c */
 extern void http_ops_healthz(h2o_req_t *req);

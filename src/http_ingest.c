@@ -16,9 +16,11 @@
 #include <arpa/inet.h>
 #include <zlib.h>
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "lib/ilist.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "auth.h"
@@ -56,6 +58,10 @@ struct PendingRequest
 
 static dlist_head pending_requests = DLIST_STATIC_INIT(pending_requests);
 static int	npending = 0;
+
+/* Retention limits of the mapper, read from machpay.retention_policies. */
+static int64 metrics_retention_us = 0;
+static int64 logs_retention_us = 0;
 
 static void
 guard_dispose(void *p)
@@ -350,6 +356,39 @@ http_ingest_fail_pending(const char *why)
 	}
 }
 
+/*
+ * Re-read the settings the mapper takes from tables.  Called from the loop
+ * outside a transaction; a failure keeps the previous values.
+ */
+void
+http_ingest_refresh_options(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		MapOptions	opts;
+
+		PushActiveSnapshot(GetTransactionSnapshot());
+		map_options_load(&opts, GetCurrentTimestamp());
+		metrics_retention_us = opts.metrics_retention_us;
+		logs_retention_us = opts.logs_retention_us;
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+}
+
 void
 http_ingest_request(h2o_req_t *req)
 {
@@ -500,6 +539,10 @@ http_ingest_request(h2o_req_t *req)
 	peer_address(req, peer, sizeof(peer));
 	map_options_init(&opts, GetCurrentTimestamp());
 	opts.max_clock_skew_us = (int64) machpay_max_clock_skew_s * USECS_PER_SEC;
+	if (metrics_retention_us > 0)
+		opts.metrics_retention_us = metrics_retention_us;
+	if (logs_retention_us > 0)
+		opts.logs_retention_us = logs_retention_us;
 	opts.bound_entity = bound_entity;
 	opts.remote_addr = peer[0] ? peer : NULL;
 	memset(&result, 0, sizeof(result));

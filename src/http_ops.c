@@ -22,6 +22,8 @@
 
 #define REQUESTS_PREFIX		"http_requests_"
 #define ACCEPTED_PREFIX		"http_events_accepted_"
+#define DURATION_PREFIX		"flush_duration_le_"
+#define DURATION_SUM		"flush_duration_sum_us"
 
 static void
 send_text(h2o_req_t *req, int status, const char *reason, const char *ctype,
@@ -112,12 +114,43 @@ http_ops_metrics(h2o_req_t *req)
 	appendStringInfo(&out, "machpay_http_events_total{source=\"any\",outcome=\"refused\"} " UINT64_FORMAT "\n",
 					 stats_get(STAT_HTTP_EVENTS_REFUSED));
 
+	/* The flusher's cumulative histogram: flush_duration_le_<N>ms, _inf. */
+	family(&out, "flush_duration_seconds", "histogram", "Time a flush takes, commit included.");
+	for (int i = 0; i < STAT_COUNTER_COUNT; i++)
+	{
+		const char *name = stats_name((StatCounter) i);
+		const char *le;
+
+		if (name == NULL || strncmp(name, DURATION_PREFIX, strlen(DURATION_PREFIX)) != 0)
+			continue;
+		le = name + strlen(DURATION_PREFIX);
+		if (strcmp(le, "inf") == 0)
+		{
+			appendStringInfo(&out, "machpay_flush_duration_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n",
+							 stats_get((StatCounter) i));
+			appendStringInfo(&out, "machpay_flush_duration_seconds_count " UINT64_FORMAT "\n",
+							 stats_get((StatCounter) i));
+		}
+		else
+			appendStringInfo(&out, "machpay_flush_duration_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+							 atof(le) / 1000.0, stats_get((StatCounter) i));
+	}
+	for (int i = 0; i < STAT_COUNTER_COUNT; i++)
+	{
+		const char *name = stats_name((StatCounter) i);
+
+		if (name != NULL && strcmp(name, DURATION_SUM) == 0)
+			appendStringInfo(&out, "machpay_flush_duration_seconds_sum %.6f\n",
+							 stats_get((StatCounter) i) / 1000000.0);
+	}
+
 	/* Every other counter, under its own name. */
 	for (int i = 0; i < STAT_COUNTER_COUNT; i++)
 	{
 		const char *name = stats_name((StatCounter) i);
 
-		if (name == NULL || strncmp(name, "http_", 5) == 0)
+		if (name == NULL || strncmp(name, "http_", 5) == 0 ||
+			strncmp(name, "flush_duration_", 15) == 0)
 			continue;
 		appendStringInfo(&out, "# TYPE machpay_%s_total counter\nmachpay_%s_total " UINT64_FORMAT "\n",
 						 name, name, stats_get((StatCounter) i));
