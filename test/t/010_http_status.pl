@@ -144,6 +144,8 @@ like($r->{body}, qr/^machpay_http_events_total\{source="gateway",outcome="accept
 	'events by source and outcome');
 like($r->{body}, qr/^machpay_buffer_bytes_capacity \d+/m, 'buffer capacity gauge');
 like($r->{body}, qr/^machpay_intents_waiting \d+/m, 'intents waiting gauge');
+like($r->{body}, qr/^machpay_flush_duration_seconds_bucket\{le="\+Inf"\} [1-9]/m, 'flush duration histogram');
+like($r->{body}, qr/^machpay_rows_metrics_total [1-9]/m, 'rows by table');
 
 is($node->safe_psql('postgres', q{
 	SELECT count(*) FROM pg_stat_activity
