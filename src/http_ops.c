@@ -4,6 +4,9 @@
  *	  are protected by machpay.listen_addresses): /healthz, /readyz and
  *	  /metrics in the Prometheus text format.
  *
+ * /readyz is 200 only when ingest would work: extension present, not a
+ * standby, and the flusher attached to the buffer (buffer_accepting(), the
+ * flusher's internal API) so accepted rows can reach the database.
  * /metrics renders every counter of stats.c (the same numbers as the
  * machpay.stat_receiver view) as machpay_<name>_total; the families of the
  * ingest workers (http_requests_NNN, http_events_*) get labels.  Gauges
@@ -16,6 +19,7 @@
 #include "utils/json.h"
 
 #include "buffer.h"
+#include "buffer_int.h"
 #include "http.h"
 #include "machpay.h"
 #include "stats.h"
@@ -60,6 +64,8 @@ http_ops_readyz(h2o_req_t *req)
 		reason = "extension not installed";
 	else if (RecoveryInProgress())
 		reason = "standby";
+	else if (!buffer_accepting())
+		reason = "flusher not running";
 
 	initStringInfo(&buf);
 	if (reason == NULL)

@@ -8,6 +8,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use File::Temp qw(tempdir);
 use POSIX ();
+use Time::HiRes qw(sleep);
 use MachpayTest;
 use MachpayHttp;
 
@@ -68,6 +69,23 @@ $node->safe_psql('postgres', 'SELECT machpay.flush()');
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM machpay.metrics WHERE entity_id = '$GATEWAY_ID'"),
 	$accepted * 3, 'accepted events equal stored rows (3 rows per event)');
+
+# A terminated worker drains, exits and is started again by the postmaster.
+my $old = $node->safe_psql('postgres',
+	q{SELECT min(pid) FROM pg_stat_activity WHERE backend_type = 'machpay ingest'});
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($old)");
+my $back = 0;
+for (1 .. 300)
+{
+	my $pids = $node->safe_psql('postgres',
+		q{SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'machpay ingest'});
+	my @p = split /,/, $pids;
+	if (@p == 2 && !grep { $_ == $old } @p) { $back = 1; last; }
+	sleep 0.1;
+}
+ok($back, 'a terminated ingest worker is restarted');
+ok(wait_ready($port), 'and the port serves again');
+is(http_req($port, method => 'POST', body => gateway_event())->{status}, 202, 'ingest works after the restart');
 
 $node->stop;
 done_testing();
