@@ -36,13 +36,16 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run test check-all fuzz fuzz-replay bench
+.PHONY: deps run stop test check-all check-regress prove-tap fuzz fuzz-replay bench
 
 deps:
 	bash scripts/deps.sh
 
 run:
 	bash scripts/run.sh
+
+stop:
+	bash scripts/stop.sh
 
 test:
 	bash scripts/test.sh
