@@ -72,3 +72,7 @@ fuzz-replay:
 
 bench:
 	bash bench/run.sh
+
+# PGXS tracks no header dependencies: rebuild every object when a shared
+# header changes (a struct that grew must not meet objects built before).
+$(OBJS): $(wildcard src/*.h)

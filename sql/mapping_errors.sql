@@ -101,6 +101,11 @@ SELECT name, octet_length(labels->>'route') AS route_bytes, octet_length(labels-
   {"source": "sdk", "agent_id": "QZr7WFP3TaGaWWs96WTBQSMg8xTFs1c8H63HgwadTBg", "period_end": "@end", "interactions": {"' || repeat('é', 128) || '": {"attempts": 1}}}]')::jsonb)
   ORDER BY event_index;
 
+-- too_large: a metric name over 1024 bytes (it is a btree key of the
+-- series); 1024 bytes are fine
+SELECT event_index, kind, detail->>'code' AS code FROM pg_temp.check('{"source": "gateway", "gateway_id": "BqpHxUsR2K8Gao2LxYAN5ygTdM8rRMbMXx4hdtcPvLdp", "period_end": "@end", "s": {"' || repeat('n', 1023) || '": 1}}');
+SELECT length(name) FROM machpay.ingest_preview(pg_temp.ev('{"source": "gateway", "gateway_id": "BqpHxUsR2K8Gao2LxYAN5ygTdM8rRMbMXx4hdtcPvLdp", "period_end": "@end", "s": {"' || repeat('n', 1022) || '": 1}}')::jsonb);
+
 -- too_large: 10,000 rows from one event are fine, 10,001 are not
 SELECT kind, count(*) FROM machpay.ingest_preview(pg_temp.ev(
   '{"source": "gateway", "gateway_id": "BqpHxUsR2K8Gao2LxYAN5ygTdM8rRMbMXx4hdtcPvLdp", "period_end": "@end", "s": {'
@@ -153,6 +158,8 @@ SELECT * FROM machpay.ingest_preview_text(pg_temp.ev(pg_temp.good_gw() || E'\n' 
 SELECT * FROM machpay.ingest_preview_text(pg_temp.ev('[' || pg_temp.good_gw() || ',]'));
 SELECT * FROM machpay.ingest_preview_text('');
 SELECT * FROM machpay.ingest_preview_text('{"a": "\u0000"}');
+-- escapes are decoded (labels are JSON-escaped again)
+SELECT name, labels FROM machpay.ingest_preview_text(pg_temp.ev('{"source": "gateway", "gateway_id": "BqpHxUsR2K8Gao2LxYAN5ygTdM8rRMbMXx4hdtcPvLdp", "period_end": "@end", "business": {"routes": {"/\u0041\"\t\/": {"200": 1}}}, "\u0073ys": {"x": 1}}'));
 SELECT * FROM machpay.ingest_preview_text(E'\n\n', ndjson => true);
 SELECT event_index, kind, name, detail->>'message' AS message
   FROM machpay.ingest_preview_text(pg_temp.ev(E'[1, "s", null, [], ' || pg_temp.good_log() || ']'));

@@ -12,9 +12,9 @@ CREATE FUNCTION pg_temp.pe() RETURNS timestamptz LANGUAGE sql STABLE AS $$
   SELECT to_timestamp(extract(epoch FROM now())::bigint) $$;
 
 -- The seed's gateway example: exactly 20 metric rows, time = period_end,
--- plus its config.
+-- plus its config (pe: period_end, taken in the same statement).
 CREATE TEMP TABLE gw AS
-SELECT * FROM machpay.ingest_preview(pg_temp.ev($${
+SELECT *, pg_temp.pe() AS pe FROM machpay.ingest_preview(pg_temp.ev($${
   "source": "gateway",
   "gateway_id": "BqpHxUsR2K8Gao2LxYAN5ygTdM8rRMbMXx4hdtcPvLdp",
   "period_start": "@start",
@@ -58,7 +58,7 @@ SELECT * FROM machpay.ingest_preview(pg_temp.ev($${
   }
 }$$));
 
-SELECT kind, count(*), bool_and(time = pg_temp.pe()) AS time_is_period_end,
+SELECT kind, count(*), bool_and(time = pe) AS time_is_period_end,
        bool_and(entity_id = 'BqpHxUsR2K8Gao2LxYAN5ygTdM8rRMbMXx4hdtcPvLdp') AS entity
   FROM gw GROUP BY kind ORDER BY kind;
 SELECT event_index, name, labels, value, detail

@@ -11,9 +11,10 @@ CREATE FUNCTION pg_temp.ev(j text) RETURNS jsonb LANGUAGE sql STABLE AS $$
 CREATE FUNCTION pg_temp.pe() RETURNS timestamptz LANGUAGE sql STABLE AS $$
   SELECT to_timestamp(extract(epoch FROM now())::bigint) $$;
 
--- The seed's SDK example: exactly 10 metric rows, time = period_end.
+-- The seed's SDK example: exactly 10 metric rows, time = period_end (pe,
+-- taken in the same statement).
 CREATE TEMP TABLE sdk AS
-SELECT * FROM machpay.ingest_preview(pg_temp.ev($${
+SELECT *, pg_temp.pe() AS pe FROM machpay.ingest_preview(pg_temp.ev($${
   "source": "sdk",
   "agent_id": "QZr7WFP3TaGaWWs96WTBQSMg8xTFs1c8H63HgwadTBg",
   "period_start": "@start",
@@ -38,7 +39,7 @@ SELECT * FROM machpay.ingest_preview(pg_temp.ev($${
   }
 }$$));
 
-SELECT kind, count(*), bool_and(time = pg_temp.pe()) AS time_is_period_end,
+SELECT kind, count(*), bool_and(time = pe) AS time_is_period_end,
        bool_and(entity_id = 'QZr7WFP3TaGaWWs96WTBQSMg8xTFs1c8H63HgwadTBg') AS entity
   FROM sdk GROUP BY kind ORDER BY kind;
 SELECT event_index, name, labels, value, detail

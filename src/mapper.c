@@ -24,6 +24,10 @@
 
 #include <math.h>
 
+#ifndef FRONTEND
+#include "utils/memutils.h"
+#endif
+
 #include "base58.h"
 #include "mapper.h"
 #include "mapper_int.h"
@@ -32,6 +36,21 @@
 #define UNIX_EPOCH_IN_PG_SECS	((double) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)
 /* Leaves an event may have beyond its row limit (envelope, config, ...). */
 #define EXTRA_LEAVES			1024
+/*
+ * Longest metric name: names are keys of a btree (entity, name, labels)
+ * whose entries must stay far below the 2.7 kB a btree page allows.
+ */
+#define MAX_METRIC_NAME_BYTES	1024
+
+#ifndef FRONTEND
+#define SWITCH_TO_OUTER(st)		MemoryContextSwitchTo((st)->outer_cxt)
+#define SWITCH_BACK(old)		MemoryContextSwitchTo(old)
+typedef MemoryContext SavedContext;
+#else
+#define SWITCH_TO_OUTER(st)		NULL
+#define SWITCH_BACK(old)		((void) (old))
+typedef void *SavedContext;
+#endif
 
 static const char *const error_code_names[] = {
 	[MAP_ERR_UNKNOWN_SOURCE] = "unknown_source",
@@ -101,11 +120,20 @@ map_state_init(MapState *st, const MapOptions *opts, MapResult *result)
 	memset(result, 0, sizeof(*result));
 	result->status = MAP_OK;
 	initStringInfo(&result->rows);
+#ifndef FRONTEND
+	st->outer_cxt = CurrentMemoryContext;
+	st->event_cxt = AllocSetContextCreate(CurrentMemoryContext,
+										  "machpay mapper event",
+										  ALLOCSET_DEFAULT_SIZES);
+#endif
 }
 
 void
 map_event_begin(MapState *st)
 {
+#ifndef FRONTEND
+	MemoryContextSwitchTo(st->event_cxt);
+#endif
 	st->nleaves = 0;
 	st->nvalues = 0;
 	st->too_many = false;
@@ -166,6 +194,29 @@ map_add_leaf(MapState *st, const char *const *keys, int nkeys,
  * Small helpers
  * ------------------------------------------------------------------------
  */
+
+/* Cut s to at most max bytes without splitting a UTF-8 character. */
+static int
+excerpt_length(const char *s, int len, int max)
+{
+	if (len <= max)
+		return len;
+	len = max;
+	while (len > 0 && ((unsigned char) s[len] & 0xC0) == 0x80)
+		len--;
+	return len;
+}
+
+/* At most max bytes of s, for messages, cut at a character boundary. */
+static const char *
+clip(const char *s, int max)
+{
+	int			len = (int) strlen(s);
+
+	if (len <= max)
+		return s;
+	return pnstrdup(s, excerpt_length(s, len, max));
+}
 
 static void
 set_error(EventError *err, MapErrorCode code, const char *fmt,...)
@@ -643,6 +694,13 @@ map_metrics(MapState *st, EventRows *ev, int index, EventSource source,
 		else
 			build_name(st, NULL, k, 0, leaf->nkeys);
 
+		if (st->scratch.len > MAX_METRIC_NAME_BYTES)
+		{
+			set_error(err, MAP_ERR_TOO_LARGE,
+					  "metric name \"%s...\" is longer than %d bytes",
+					  clip(st->scratch.data, 64), MAX_METRIC_NAME_BYTES);
+			return false;
+		}
 		if (++nmetrics > st->opts->max_rows_per_event)
 		{
 			set_error(err, MAP_ERR_TOO_LARGE,
@@ -916,24 +974,18 @@ map_log(MapState *st, EventRows *ev, int index, EventError *err)
  * ------------------------------------------------------------------------
  */
 
-/* Cut s to at most max bytes without splitting a UTF-8 character. */
-static int
-excerpt_length(const char *s, int len, int max)
-{
-	if (len <= max)
-		return len;
-	len = max;
-	while (len > 0 && ((unsigned char) s[len] & 0xC0) == 0x80)
-		len--;
-	return len;
-}
-
 static void
 reject_event(MapState *st, int index, MapErrorCode code, const char *message,
 			 const char *excerpt, int excerpt_len)
 {
 	MapResult  *result = st->result;
+	SavedContext old;
 
+	/* rendered in the event's context: it may be as large as the event */
+	if (st->opts->record_rejects && excerpt == NULL && st->excerpt_fn != NULL)
+		excerpt = st->excerpt_fn(st->excerpt_arg, &excerpt_len);
+
+	old = SWITCH_TO_OUTER(st);
 	result->rejected++;
 	if (result->nerrors < st->opts->max_errors_listed)
 	{
@@ -961,8 +1013,6 @@ reject_event(MapState *st, int index, MapErrorCode code, const char *message,
 		uint32		lens[4];
 		const char *addr = st->opts->remote_addr ? st->opts->remote_addr : "";
 
-		if (excerpt == NULL && st->excerpt_fn != NULL)
-			excerpt = st->excerpt_fn(st->excerpt_arg, &excerpt_len);
 		memset(&fixed, 0, sizeof(fixed));
 		fixed.time = st->opts->now;
 		strs[0] = map_error_code_name(code);
@@ -977,6 +1027,17 @@ reject_event(MapState *st, int index, MapErrorCode code, const char *message,
 					  4, strs, lens);
 		result->nrows[ROW_REJECT]++;
 	}
+	SWITCH_BACK(old);
+}
+
+/* Back to the caller's context, forgetting the event's temporaries. */
+static void
+event_memory_done(MapState *st)
+{
+#ifndef FRONTEND
+	MemoryContextSwitchTo(st->outer_cxt);
+	MemoryContextReset(st->event_cxt);
+#endif
 }
 
 void
@@ -991,7 +1052,10 @@ map_event_end(MapState *st, int index, const char *excerpt, int excerpt_len)
 	bool		ok = false;
 
 	if (result->status != MAP_OK)
+	{
+		event_memory_done(st);
 		return;
+	}
 	memset(&ev, 0, sizeof(ev));
 	memset(&err, 0, sizeof(err));
 
@@ -1020,8 +1084,8 @@ map_event_end(MapState *st, int index, const char *excerpt, int excerpt_len)
 		}
 		else
 			set_error(&err, MAP_ERR_UNKNOWN_SOURCE,
-					  "unknown source \"%.64s\"; expected gateway, sdk, payment_intent or log",
-					  source->val);
+					  "unknown source \"%s\"; expected gateway, sdk, payment_intent or log",
+					  clip(source->val, 64));
 	}
 
 	if (ok)
@@ -1039,8 +1103,7 @@ map_event_end(MapState *st, int index, const char *excerpt, int excerpt_len)
 		result->rows.data[start] = '\0';
 		reject_event(st, index, err.code, err.message, excerpt, excerpt_len);
 	}
-	if (err.message)
-		pfree(err.message);
+	event_memory_done(st);
 }
 
 void
@@ -1059,6 +1122,10 @@ map_bad_request(MapState *st, const char *message)
 {
 	MapResult  *result = st->result;
 
+	/* it may come in the middle of an event */
+#ifndef FRONTEND
+	MemoryContextSwitchTo(st->outer_cxt);
+#endif
 	result->status = MAP_BAD_REQUEST;
 	result->bad_request_message = pstrdup(message);
 	result->accepted = 0;

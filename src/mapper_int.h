@@ -58,6 +58,15 @@ typedef struct MapState
 	void	   *excerpt_arg;
 
 	StringInfoData scratch;		/* metric names, labels */
+#ifndef FRONTEND
+	/*
+	 * An event's leaves and temporaries live in event_cxt, reset after each
+	 * event, so a large request needs memory for its rows, not for all its
+	 * parsed text; rows, errors and counts go to outer_cxt, the caller's.
+	 */
+	MemoryContext outer_cxt;
+	MemoryContext event_cxt;
+#endif
 	int			maxerrors;		/* allocated entries of result->errors */
 } MapState;
 

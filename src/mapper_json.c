@@ -324,6 +324,43 @@ json_error_text(JsonParseErrorType error)
 }
 
 /*
+ * pg_parse_json, with any ereport from inside it (in the backend: a \u
+ * escape the database encoding cannot hold, a stack check) turned into a
+ * message instead of an error: the HTTP workers call us in their event
+ * loop, where an ERROR must not escape.  Parsing holds no resources but
+ * memory, so no subtransaction is needed.
+ */
+static JsonParseErrorType
+parse_guarded(JsonLexContext *lex, JsonSemAction *sem, char **caught)
+{
+#ifndef FRONTEND
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile JsonParseErrorType res = JSON_SUCCESS;
+
+	*caught = NULL;
+	PG_TRY();
+	{
+		res = pg_parse_json(lex, sem);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*caught = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return res;
+#else
+	*caught = NULL;
+	return pg_parse_json(lex, sem);
+#endif
+}
+
+/*
  * Walk one document; false (and the request marked bad) on invalid JSON.
  * line is the 1-based NDJSON line for messages, 0 for a whole body.
  */
@@ -334,6 +371,7 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 	JsonWalk	w;
 	JsonSemAction sem;
 	JsonParseErrorType res;
+	char	   *caught = NULL;
 	int			depth = scan_depth(text, len);
 
 	if (depth > ms->opts->max_depth)
@@ -371,7 +409,15 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 	sem.object_field_end = walk_field_end;
 	sem.scalar = walk_scalar;
 
-	res = pg_parse_json(w.lex, &sem);
+	res = parse_guarded(w.lex, &sem, &caught);
+	if (caught != NULL)
+	{
+		char	   *msg = psprintf("invalid JSON: %s", caught);
+
+		map_bad_request(ms, msg);
+		pfree(msg);
+		return false;
+	}
 	if (res != JSON_SUCCESS)
 	{
 		const char *detail = json_error_text(res);
