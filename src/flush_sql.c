@@ -23,6 +23,7 @@
 #include "buffer_int.h"
 #include "machpay.h"
 #include "mapper.h"
+#include "stats.h"
 
 PG_FUNCTION_INFO_V1(machpay_flush);
 PG_FUNCTION_INFO_V1(machpay_buffer_ingest);
@@ -92,7 +93,11 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 				 errmsg("machpay buffer is not in use"),
 				 errhint("Add machpay_receiver to shared_preload_libraries, or use machpay.ingest().")));
 
-	map_options_init(&opts, GetCurrentTimestamp());
+	/* Skew from machpay.max_clock_skew, retentions from retention_policies. */
+	map_options_load(&opts, GetCurrentTimestamp());
+	opts.bound_entity = NULL;
+	opts.remote_addr = NULL;
+	opts.record_rejects = true;
 	map_jsonb(payload, &opts, &result);
 	if (result.status == MAP_BAD_REQUEST)
 		ereport(ERROR,
@@ -139,6 +144,8 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 		}
 	}
 
+	stats_add(STAT_EVENTS_ACCEPTED, result.accepted);
+	stats_add(STAT_EVENTS_REJECTED, result.rejected);
 	initStringInfo(&out);
 	/* Without intents, the body of an HTTP 202: no "intents" key. */
 	map_response_json(&out, &result, outcomes, outcomes ? result.nintents : 0);
