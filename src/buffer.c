@@ -438,10 +438,14 @@ buffer_flusher_attach(bool accepting)
 			off += to_end;
 			continue;
 		}
+		if (e->kind == ENTRY_ROWS && e->state == ENTRY_TAKEN)
+			e->state = ENTRY_READY; /* its flusher died before deciding */
 		if (e->kind == ENTRY_ROWS && e->state == ENTRY_READY)
 			buf->events_ready += e->nevents;
 		off += e->total;
 	}
+	for (int i = 0; i < BUFFER_TICKETS; i++)
+		buf->tickets[i].claimed = false;
 	SpinLockRelease(&buf->mutex);
 	return head;
 }

@@ -171,12 +171,16 @@ $node->safe_psql('postgres',
 	"ALTER TABLE machpay.debug_logs ADD CONSTRAINT no_boom CHECK (message NOT LIKE 'boom%')");
 my $failures = counter($node, 'flush_failures');
 ingest($node, logs(3, 'boom'));
+ingest($node, logs(4, 'good'));
 # flush() waits until the batch commits, which it cannot: give up after 1 s.
 $node->psql('postgres', "SET statement_timeout = '1s'; SELECT machpay.flush()");
 ok($node->poll_query_until('postgres',
 	"SELECT value > $failures FROM machpay.stat_receiver WHERE name = 'flush_failures'"),
 	'the failing flush is counted');
-is(count_logs($node, 'boom'), 0, 'the failing batch is not committed');
+is(count_logs($node, 'boom'), 0, 'the refused entry is not committed');
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 4 FROM machpay.debug_logs WHERE message LIKE 'good %'"),
+	'the rest of the failed batch is committed without it');
 
 $node->safe_psql('postgres',
 	"ALTER TABLE machpay.payment_intents ADD CONSTRAINT no_13 CHECK (amount <> 13)");
