@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * flush_sql.c
- *	  SQL functions on the shared-memory buffer: machpay.flush() and
- *	  machpay.buffer_ingest() (asynchronous ingest).
+ *	  SQL functions on the shared-memory buffer: machpay.flush(),
+ *	  machpay.buffer_ingest() (asynchronous ingest), machpay.buffer_status().
  *
  * buffer_ingest() takes the same payload as machpay.ingest() but, like an
  * HTTP request, puts the rows into the buffer for the flusher to commit in
@@ -13,6 +13,8 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "funcapi.h"
+#include "access/htup_details.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -27,6 +29,23 @@
 
 PG_FUNCTION_INFO_V1(machpay_flush);
 PG_FUNCTION_INFO_V1(machpay_buffer_ingest);
+PG_FUNCTION_INFO_V1(machpay_buffer_status);
+
+Datum
+machpay_buffer_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum((int64) buffer_bytes_used());
+	values[1] = Int64GetDatum((int64) buffer_capacity());
+	values[2] = Int32GetDatum(buffer_intents_waiting());
+	values[3] = BoolGetDatum(buffer_accepting());
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
 
 Datum
 machpay_flush(PG_FUNCTION_ARGS)

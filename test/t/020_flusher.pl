@@ -73,6 +73,8 @@ $node->poll_query_until('postgres', "SELECT machpay.flush() >= 0");
 my $res = ingest($node, logs(5, 'f1'));
 like($res, qr/"accepted": 5/, 'buffer_ingest accepts the events');
 is(count_logs($node, 'f1'), 0, 'nothing is committed before a flush');
+like($node->safe_psql('postgres', 'SELECT bytes_used > 0, capacity > 0, intents_waiting, accepting FROM machpay.buffer_status()'),
+	qr/^t\|t\|0\|t$/, 'buffer gauges show the buffered rows');
 is($node->safe_psql('postgres', 'SELECT machpay.flush()'), 5, 'flush() returns the rows written');
 is(count_logs($node, 'f1'), 5, 'rows land after flush()');
 is($node->safe_psql('postgres', 'SELECT machpay.flush()'), 0, 'an empty flush writes nothing');
