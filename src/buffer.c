@@ -667,6 +667,7 @@ void
 buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcomes)
 {
 	Latch	   *wake = NULL;
+	bool		failed_now = false;
 
 	if (committed && e->nintents > 0 && outcomes)
 		memcpy(BUFFER_ENTRY_OUTCOMES(e), outcomes, sizeof(IntentOutcome) * e->nintents);
@@ -688,13 +689,14 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 				t->state = committed ? SLOT_COMMITTED : SLOT_FAILED;
 				wake = t->producer;
 			}
+			failed_now = !committed;
 		}
 	}
 	e->state = ENTRY_DONE;
 	SpinLockRelease(&buf->mutex);
 	if (wake)
 		SetLatch(wake);
-	if (!committed && e->nintents > 0)
+	if (failed_now)
 		stats_add(STAT_INTENTS_FAILED, e->nintents);
 }
 
@@ -784,13 +786,13 @@ buffer_seq_at(uint64 pos)
 /* What the flusher needs to decide whether to flush now. */
 void
 buffer_flusher_status(int64 *events_ready, int *intents_waiting,
-					  bool *flush_requested, bool *any_ready)
+					  bool *flush_requested, bool *any_pending)
 {
 	SpinLockAcquire(&buf->mutex);
 	*events_ready = buf->events_ready;
 	*intents_waiting = buf->intents_waiting;
 	*flush_requested = buf->flush_target > buf->done_seq;
-	*any_ready = buf->reserve != buf->head;
+	*any_pending = buf->reserve != buf->head;
 	SpinLockRelease(&buf->mutex);
 }
 

@@ -618,8 +618,13 @@ flusher_main(Datum main_arg)
 		buffer_flusher_status(&ready, &intents, &requested, &pending);
 		now = GetCurrentTimestamp();
 		flush_now = requested || intents > 0 || ready >= machpay_batch_size ||
-			(ready > 0 && TimestampDifferenceExceeds(last_flush, now, machpay_flush_interval_ms)) ||
 			(nbatch > 0 && now >= retry_at);
+		/* The timer: entries with no events (dead letters only) count too. */
+		if (pending && TimestampDifferenceExceeds(last_flush, now, machpay_flush_interval_ms))
+		{
+			flush_now = true;
+			last_flush = now;
+		}
 
 		if (flush_now)
 		{
