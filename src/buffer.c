@@ -188,6 +188,13 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 		return BUFFER_PUT_UNAVAILABLE;
 	}
 	waste = wrap_waste(buf->reserve, needed);
+	if (waste > 0 && buf->head == buf->reserve)
+	{
+		/* Empty: restart at the ring's beginning rather than wrap. */
+		buf->reserve += waste;
+		buf->head = buf->reserve;
+		waste = 0;
+	}
 	if (needed > buf->capacity ||
 		buf->reserve - buf->head + waste + needed > buf->capacity)
 	{
@@ -330,6 +337,7 @@ buffer_ticket_release(const BufferTicket *ticket)
 {
 	TicketSlot *t;
 	int			given_up = 0;
+	Latch	   *wake = NULL;
 
 	if (buf == NULL || ticket->slot < 0 || ticket->slot >= BUFFER_TICKETS)
 		return;
@@ -345,6 +353,9 @@ buffer_ticket_release(const BufferTicket *ticket)
 		}
 		else
 		{
+			/* Its entry may be all that holds the head: let space free. */
+			if (t->entry_off == buf->head)
+				wake = buf->flusher_latch;
 			if (t->state == SLOT_PENDING)
 			{
 				/* Given up by its producer (error, cancel): never commit it. */
@@ -355,6 +366,8 @@ buffer_ticket_release(const BufferTicket *ticket)
 		}
 	}
 	SpinLockRelease(&buf->mutex);
+	if (wake)
+		SetLatch(wake);
 	if (given_up > 0)
 		stats_add(STAT_INTENTS_FAILED, given_up);
 }
@@ -491,7 +504,7 @@ buffer_has_reserved(uint64 from)
 	bool		found = false;
 
 	SpinLockAcquire(&buf->mutex);
-	for (uint64 off = from; off < buf->reserve;)
+	for (uint64 off = Max(from, buf->head); off < buf->reserve;)
 	{
 		BufferEntry *e;
 		Size		to_end = buf->capacity - (off % buf->capacity);
@@ -532,6 +545,11 @@ buffer_take(uint64 *pos, Size max_bytes, buffer_take_cb take, void *arg)
 		Size		to_end;
 
 		SpinLockAcquire(&buf->mutex);
+		if (off < buf->head)
+		{
+			/* The empty ring was restarted at its beginning (buffer_put). */
+			*pos = off = buf->head;
+		}
 		if (off >= buf->reserve)
 		{
 			SpinLockRelease(&buf->mutex);
@@ -754,6 +772,7 @@ buffer_seq_at(uint64 pos)
 	uint64		seq;
 
 	SpinLockAcquire(&buf->mutex);
+	pos = Max(pos, buf->head);
 	for (;;)
 	{
 		Size		to_end;

@@ -136,6 +136,30 @@ my $landed = $node->safe_psql('postgres',
 	"SELECT count(*) FROM machpay.debug_logs WHERE message LIKE 'f3b%'");
 is($landed, $accepted * 500, 'every accepted row lands after the lock is released, none of the refused');
 
+# --- the ring wraps many times; every row lands once
+$node->safe_psql('postgres', q{
+DO $$
+DECLARE
+	payload jsonb;
+BEGIN
+	FOR i IN 1..60 LOOP
+		SELECT jsonb_agg(jsonb_build_object('source', 'log',
+				'entity_id', 'QZr7WFP3TaGaWWs96WTBQSMg8xTFs1c8H63HgwadTBg',
+				'time', floor(extract(epoch FROM now())), 'level', 'info',
+				'message', format('wrap %s-%s', i, j)))
+		  INTO payload FROM generate_series(1, 100 + i * 7) j;
+		PERFORM machpay.buffer_ingest(payload);
+		IF i % 8 = 0 THEN
+			PERFORM machpay.flush();
+		END IF;
+	END LOOP;
+END $$});
+$node->safe_psql('postgres', 'SELECT machpay.flush()');
+is($node->safe_psql('postgres',
+	"SELECT count(*), count(DISTINCT message) FROM machpay.debug_logs WHERE message LIKE 'wrap %'"),
+	(100 * 60 + 7 * 60 * 61 / 2) . '|' . (100 * 60 + 7 * 60 * 61 / 2),
+	'every row of a workload that wraps the ring lands exactly once');
+
 # --- a clean stop flushes everything accepted
 ingest($node, logs(50, 'f4'));
 $node->stop('fast');
@@ -203,4 +227,16 @@ like(ingest($node, intent(4001, 13)), qr/"duplicate": false/,
 	'the retried intent is stored once it can be');
 
 $node->stop;
+
+# --- without shared_preload_libraries there is no buffer
+my $plain = PostgreSQL::Test::Cluster->new('plain');
+$plain->init;
+$plain->start;
+$plain->safe_psql('postgres',
+	'SET client_min_messages = warning; CREATE EXTENSION machpay_receiver CASCADE');
+my ($rc, $o, $e) = $plain->psql('postgres', 'SELECT machpay.flush()');
+is($o, '0', 'flush() without the preloaded library returns 0');
+like($e, qr/NOTICE:  machpay buffer is not in use/, 'with a notice');
+$plain->stop;
+
 done_testing();
