@@ -33,8 +33,14 @@
 
 /* Concurrent requests with payment intents in flight. */
 #define BUFFER_TICKETS			1024
-/* A released-but-unclaimed ticket is reclaimed after this long. */
+/* A decided ticket nobody came back for is reclaimed after this long. */
 #define TICKET_ABANDON_MS		60000
+/*
+ * Outcomes of up to this many intents are kept in the ticket itself, so
+ * their entry's space is freed at commit; bigger ones stay in the ring
+ * until the ticket is released.
+ */
+#define TICKET_INLINE_OUTCOMES	8
 
 typedef enum TicketSlotState
 {
@@ -53,8 +59,10 @@ typedef struct TicketSlot
 	uint64		entry_off;		/* logical offset of its entry */
 	int			nintents;
 	Latch	   *producer;
+	pid_t		producer_pid;
 	TimestampTz deadline;		/* PENDING past this fails (unless claimed) */
 	TimestampTz done_at;		/* when it became COMMITTED/FAILED */
+	IntentOutcome outcomes[TICKET_INLINE_OUTCOMES];
 } TicketSlot;
 
 typedef struct BufferShared
@@ -250,6 +258,7 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 		t->entry_off = off;
 		t->nintents = nintents;
 		t->producer = MyProc ? &MyProc->procLatch : NULL;
+		t->producer_pid = MyProcPid;
 		t->deadline = TimestampTzPlusMilliseconds(now, BUFFER_INTENT_WAIT_MS);
 		t->done_at = 0;
 		generation = t->generation;
@@ -305,12 +314,14 @@ buffer_ticket_poll(const BufferTicket *ticket, IntentOutcome *outcomes, int nout
 		st = TICKET_FAILED;
 	else if (t->state == SLOT_COMMITTED)
 	{
-		BufferEntry *entry = ENTRY_AT(t->entry_off);
 		int			n = Min(noutcomes, t->nintents);
 
-		/* The entry stays in the ring until this ticket is released. */
+		/* Big tickets: the entry stays in the ring until released. */
 		if (n > 0 && outcomes)
-			memcpy(outcomes, BUFFER_ENTRY_OUTCOMES(entry), sizeof(IntentOutcome) * n);
+			memcpy(outcomes,
+				   t->nintents <= TICKET_INLINE_OUTCOMES ? t->outcomes :
+				   BUFFER_ENTRY_OUTCOMES(ENTRY_AT(t->entry_off)),
+				   sizeof(IntentOutcome) * n);
 		st = TICKET_COMMITTED;
 	}
 	else if (t->state == SLOT_FAILED)
@@ -687,7 +698,7 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 	Latch	   *wake = NULL;
 	bool		failed_now = false;
 
-	if (committed && e->nintents > 0 && outcomes)
+	if (committed && e->nintents > TICKET_INLINE_OUTCOMES && outcomes)
 		memcpy(BUFFER_ENTRY_OUTCOMES(e), outcomes, sizeof(IntentOutcome) * e->nintents);
 
 	SpinLockAcquire(&buf->mutex);
@@ -704,11 +715,16 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 				t->state = SLOT_FREE;	/* its producer left */
 			else
 			{
+				if (committed && e->nintents <= TICKET_INLINE_OUTCOMES && outcomes)
+					memcpy(t->outcomes, outcomes, sizeof(IntentOutcome) * e->nintents);
 				t->state = committed ? SLOT_COMMITTED : SLOT_FAILED;
 				wake = t->producer;
 			}
 			failed_now = !committed;
 		}
+		/* The ticket no longer needs the entry: its space can be freed. */
+		if (e->nintents <= TICKET_INLINE_OUTCOMES)
+			e->ticket_slot = -1;
 	}
 	e->state = ENTRY_DONE;
 	SpinLockRelease(&buf->mutex);
@@ -749,8 +765,11 @@ buffer_advance_head(uint64 limit, uint64 next_seq, int64 rows_written)
 
 			if (t->generation == e->ticket_generation && t->state != SLOT_FREE)
 			{
-				if (t->state == SLOT_PENDING ||
-					!TimestampDifferenceExceeds(t->done_at, now, TICKET_ABANDON_MS))
+				if (t->state == SLOT_PENDING)
+					break;
+				/* A producer that died (ERROR exit) never releases it. */
+				if (!TimestampDifferenceExceeds(t->done_at, now, TICKET_ABANDON_MS) &&
+					!(t->producer_pid > 0 && kill(t->producer_pid, 0) != 0 && errno == ESRCH))
 					break;
 				/* Its producer never came back for it. */
 				t->state = SLOT_FREE;

@@ -102,6 +102,15 @@ my $res2 = ingest($node, intent(1001));
 like($res2, qr/"duplicate": true/, 'a retried intent is a duplicate');
 like($res2, qr/\Q$id1\E/, 'and gets the first id back');
 
+# Many intents in one payload: outcomes travel through the ring entry.
+$res = ingest($node, '[' . join(',', map { intent(1100 + $_) } 1 .. 12) . ',' . intent(1001) . ']');
+my @ids = $res =~ /"id": "([0-9a-f-]+)"/g;
+is(scalar(@ids), 13, 'every intent of a big payload gets its id');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM machpay.payment_intents WHERE nonce BETWEEN 1101 AND 1112"), 12,
+	'and is committed');
+is($ids[12], $id1, 'the duplicate among them gets the first id back');
+
 # --- a full buffer refuses whole payloads while a table is locked
 $node->append_conf('postgresql.conf', "machpay.buffer_size = '1MB'");
 $node->restart;
