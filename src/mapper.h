@@ -73,7 +73,13 @@ typedef struct MapResult
 	StringInfoData rows;		/* the row batch */
 } MapResult;
 
-/* Body as sent over HTTP: one object, an array of objects, or NDJSON. */
+/*
+ * Body as sent over HTTP: one object, an array of objects, or NDJSON.  An
+ * event's index is its array position, or for NDJSON the line's 0-based
+ * position among non-empty lines (blank lines are not counted).  With
+ * MAP_BAD_REQUEST, result->rows is empty and all counts are zero;
+ * map_response_json() then writes {"error":"bad_request","message":...}.
+ */
 extern void map_json_text(const char *body, size_t len, bool ndjson,
 						  const MapOptions *opts, MapResult *result);
 
