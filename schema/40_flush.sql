@@ -13,3 +13,10 @@ AS 'MODULE_PATHNAME', 'machpay_buffer_ingest'
 LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION machpay.buffer_ingest(jsonb) IS
     'Like machpay.ingest(), but through the shared buffer and the flusher; returns after payment intents are committed';
+
+CREATE FUNCTION machpay.buffer_status(OUT bytes_used bigint, OUT capacity bigint,
+                                      OUT intents_waiting integer, OUT accepting boolean)
+AS 'MODULE_PATHNAME', 'machpay_buffer_status'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION machpay.buffer_status() IS
+    'Gauges of the shared-memory buffer: bytes in use, capacity, intents waiting for their commit, whether it accepts rows';

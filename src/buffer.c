@@ -33,8 +33,14 @@
 
 /* Concurrent requests with payment intents in flight. */
 #define BUFFER_TICKETS			1024
-/* A released-but-unclaimed ticket is reclaimed after this long. */
+/* A decided ticket nobody came back for is reclaimed after this long. */
 #define TICKET_ABANDON_MS		60000
+/*
+ * Outcomes of up to this many intents are kept in the ticket itself, so
+ * their entry's space is freed at commit; bigger ones stay in the ring
+ * until the ticket is released.
+ */
+#define TICKET_INLINE_OUTCOMES	8
 
 typedef enum TicketSlotState
 {
@@ -53,8 +59,10 @@ typedef struct TicketSlot
 	uint64		entry_off;		/* logical offset of its entry */
 	int			nintents;
 	Latch	   *producer;
+	pid_t		producer_pid;
 	TimestampTz deadline;		/* PENDING past this fails (unless claimed) */
 	TimestampTz done_at;		/* when it became COMMITTED/FAILED */
+	IntentOutcome outcomes[TICKET_INLINE_OUTCOMES];
 } TicketSlot;
 
 typedef struct BufferShared
@@ -188,6 +196,13 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 		return BUFFER_PUT_UNAVAILABLE;
 	}
 	waste = wrap_waste(buf->reserve, needed);
+	if (waste > 0 && buf->head == buf->reserve)
+	{
+		/* Empty: restart at the ring's beginning rather than wrap. */
+		buf->reserve += waste;
+		buf->head = buf->reserve;
+		waste = 0;
+	}
 	if (needed > buf->capacity ||
 		buf->reserve - buf->head + waste + needed > buf->capacity)
 	{
@@ -243,6 +258,7 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 		t->entry_off = off;
 		t->nintents = nintents;
 		t->producer = MyProc ? &MyProc->procLatch : NULL;
+		t->producer_pid = MyProcPid;
 		t->deadline = TimestampTzPlusMilliseconds(now, BUFFER_INTENT_WAIT_MS);
 		t->done_at = 0;
 		generation = t->generation;
@@ -298,12 +314,14 @@ buffer_ticket_poll(const BufferTicket *ticket, IntentOutcome *outcomes, int nout
 		st = TICKET_FAILED;
 	else if (t->state == SLOT_COMMITTED)
 	{
-		BufferEntry *entry = ENTRY_AT(t->entry_off);
 		int			n = Min(noutcomes, t->nintents);
 
-		/* The entry stays in the ring until this ticket is released. */
+		/* Big tickets: the entry stays in the ring until released. */
 		if (n > 0 && outcomes)
-			memcpy(outcomes, BUFFER_ENTRY_OUTCOMES(entry), sizeof(IntentOutcome) * n);
+			memcpy(outcomes,
+				   t->nintents <= TICKET_INLINE_OUTCOMES ? t->outcomes :
+				   BUFFER_ENTRY_OUTCOMES(ENTRY_AT(t->entry_off)),
+				   sizeof(IntentOutcome) * n);
 		st = TICKET_COMMITTED;
 	}
 	else if (t->state == SLOT_FAILED)
@@ -330,6 +348,7 @@ buffer_ticket_release(const BufferTicket *ticket)
 {
 	TicketSlot *t;
 	int			given_up = 0;
+	Latch	   *wake = NULL;
 
 	if (buf == NULL || ticket->slot < 0 || ticket->slot >= BUFFER_TICKETS)
 		return;
@@ -345,6 +364,9 @@ buffer_ticket_release(const BufferTicket *ticket)
 		}
 		else
 		{
+			/* Its entry may be all that holds the head: let space free. */
+			if (t->entry_off == buf->head)
+				wake = buf->flusher_latch;
 			if (t->state == SLOT_PENDING)
 			{
 				/* Given up by its producer (error, cancel): never commit it. */
@@ -355,6 +377,8 @@ buffer_ticket_release(const BufferTicket *ticket)
 		}
 	}
 	SpinLockRelease(&buf->mutex);
+	if (wake)
+		SetLatch(wake);
 	if (given_up > 0)
 		stats_add(STAT_INTENTS_FAILED, given_up);
 }
@@ -438,10 +462,14 @@ buffer_flusher_attach(bool accepting)
 			off += to_end;
 			continue;
 		}
+		if (e->kind == ENTRY_ROWS && e->state == ENTRY_TAKEN)
+			e->state = ENTRY_READY; /* its flusher died before deciding */
 		if (e->kind == ENTRY_ROWS && e->state == ENTRY_READY)
 			buf->events_ready += e->nevents;
 		off += e->total;
 	}
+	for (int i = 0; i < BUFFER_TICKETS; i++)
+		buf->tickets[i].claimed = false;
 	SpinLockRelease(&buf->mutex);
 	return head;
 }
@@ -487,7 +515,7 @@ buffer_has_reserved(uint64 from)
 	bool		found = false;
 
 	SpinLockAcquire(&buf->mutex);
-	for (uint64 off = from; off < buf->reserve;)
+	for (uint64 off = Max(from, buf->head); off < buf->reserve;)
 	{
 		BufferEntry *e;
 		Size		to_end = buf->capacity - (off % buf->capacity);
@@ -528,6 +556,11 @@ buffer_take(uint64 *pos, Size max_bytes, buffer_take_cb take, void *arg)
 		Size		to_end;
 
 		SpinLockAcquire(&buf->mutex);
+		if (off < buf->head)
+		{
+			/* The empty ring was restarted at its beginning (buffer_put). */
+			*pos = off = buf->head;
+		}
 		if (off >= buf->reserve)
 		{
 			SpinLockRelease(&buf->mutex);
@@ -663,8 +696,9 @@ void
 buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcomes)
 {
 	Latch	   *wake = NULL;
+	bool		failed_now = false;
 
-	if (committed && e->nintents > 0 && outcomes)
+	if (committed && e->nintents > TICKET_INLINE_OUTCOMES && outcomes)
 		memcpy(BUFFER_ENTRY_OUTCOMES(e), outcomes, sizeof(IntentOutcome) * e->nintents);
 
 	SpinLockAcquire(&buf->mutex);
@@ -681,16 +715,22 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 				t->state = SLOT_FREE;	/* its producer left */
 			else
 			{
+				if (committed && e->nintents <= TICKET_INLINE_OUTCOMES && outcomes)
+					memcpy(t->outcomes, outcomes, sizeof(IntentOutcome) * e->nintents);
 				t->state = committed ? SLOT_COMMITTED : SLOT_FAILED;
 				wake = t->producer;
 			}
+			failed_now = !committed;
 		}
+		/* The ticket no longer needs the entry: its space can be freed. */
+		if (e->nintents <= TICKET_INLINE_OUTCOMES)
+			e->ticket_slot = -1;
 	}
 	e->state = ENTRY_DONE;
 	SpinLockRelease(&buf->mutex);
 	if (wake)
 		SetLatch(wake);
-	if (!committed && e->nintents > 0)
+	if (failed_now)
 		stats_add(STAT_INTENTS_FAILED, e->nintents);
 }
 
@@ -725,8 +765,11 @@ buffer_advance_head(uint64 limit, uint64 next_seq, int64 rows_written)
 
 			if (t->generation == e->ticket_generation && t->state != SLOT_FREE)
 			{
-				if (t->state == SLOT_PENDING ||
-					!TimestampDifferenceExceeds(t->done_at, now, TICKET_ABANDON_MS))
+				if (t->state == SLOT_PENDING)
+					break;
+				/* A producer that died (ERROR exit) never releases it. */
+				if (!TimestampDifferenceExceeds(t->done_at, now, TICKET_ABANDON_MS) &&
+					!(t->producer_pid > 0 && kill(t->producer_pid, 0) != 0 && errno == ESRCH))
 					break;
 				/* Its producer never came back for it. */
 				t->state = SLOT_FREE;
@@ -748,6 +791,7 @@ buffer_seq_at(uint64 pos)
 	uint64		seq;
 
 	SpinLockAcquire(&buf->mutex);
+	pos = Max(pos, buf->head);
 	for (;;)
 	{
 		Size		to_end;
@@ -780,13 +824,13 @@ buffer_seq_at(uint64 pos)
 /* What the flusher needs to decide whether to flush now. */
 void
 buffer_flusher_status(int64 *events_ready, int *intents_waiting,
-					  bool *flush_requested, bool *any_ready)
+					  bool *flush_requested, bool *any_pending)
 {
 	SpinLockAcquire(&buf->mutex);
 	*events_ready = buf->events_ready;
 	*intents_waiting = buf->intents_waiting;
 	*flush_requested = buf->flush_target > buf->done_seq;
-	*any_ready = buf->reserve != buf->head;
+	*any_pending = buf->reserve != buf->head;
 	SpinLockRelease(&buf->mutex);
 }
 

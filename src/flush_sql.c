@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * flush_sql.c
- *	  SQL functions on the shared-memory buffer: machpay.flush() and
- *	  machpay.buffer_ingest() (asynchronous ingest).
+ *	  SQL functions on the shared-memory buffer: machpay.flush(),
+ *	  machpay.buffer_ingest() (asynchronous ingest), machpay.buffer_status().
  *
  * buffer_ingest() takes the same payload as machpay.ingest() but, like an
  * HTTP request, puts the rows into the buffer for the flusher to commit in
@@ -13,6 +13,8 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "funcapi.h"
+#include "access/htup_details.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -23,9 +25,27 @@
 #include "buffer_int.h"
 #include "machpay.h"
 #include "mapper.h"
+#include "stats.h"
 
 PG_FUNCTION_INFO_V1(machpay_flush);
 PG_FUNCTION_INFO_V1(machpay_buffer_ingest);
+PG_FUNCTION_INFO_V1(machpay_buffer_status);
+
+Datum
+machpay_buffer_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum((int64) buffer_bytes_used());
+	values[1] = Int64GetDatum((int64) buffer_capacity());
+	values[2] = Int32GetDatum(buffer_intents_waiting());
+	values[3] = BoolGetDatum(buffer_accepting());
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
 
 Datum
 machpay_flush(PG_FUNCTION_ARGS)
@@ -92,7 +112,11 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 				 errmsg("machpay buffer is not in use"),
 				 errhint("Add machpay_receiver to shared_preload_libraries, or use machpay.ingest().")));
 
-	map_options_init(&opts, GetCurrentTimestamp());
+	/* Skew from machpay.max_clock_skew, retentions from retention_policies. */
+	map_options_load(&opts, GetCurrentTimestamp());
+	opts.bound_entity = NULL;
+	opts.remote_addr = NULL;
+	opts.record_rejects = true;
 	map_jsonb(payload, &opts, &result);
 	if (result.status == MAP_BAD_REQUEST)
 		ereport(ERROR,
@@ -139,6 +163,8 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 		}
 	}
 
+	stats_add(STAT_EVENTS_ACCEPTED, result.accepted);
+	stats_add(STAT_EVENTS_REJECTED, result.rejected);
 	initStringInfo(&out);
 	/* Without intents, the body of an HTTP 202: no "intents" key. */
 	map_response_json(&out, &result, outcomes, outcomes ? result.nintents : 0);

@@ -6,8 +6,9 @@
  * A *batch* is the set of buffer entries one flush commits.  A flush runs
  * when machpay.flush_interval has passed, machpay.batch_size events wait,
  * payment intents wait (group commit: they never wait for the timer) or
- * machpay.flush() asks.  A failed flush keeps its batch and retries with
- * capped exponential backoff; telemetry is dropped (and counted) only after
+ * machpay.flush() asks.  A failed flush is split in halves to commit what
+ * can be committed; the rest is kept and retried with capped exponential
+ * backoff; telemetry is dropped (and counted) only after
  * FLUSH_RETRY_WINDOW_MS, intents fail their ticket (503) at their deadline,
  * never silently.  On SIGTERM the buffer stops accepting and everything
  * accepted is flushed before exit.
@@ -44,6 +45,8 @@
 #define FLUSH_RETRY_WINDOW_MS	60000
 /* On shutdown, keep retrying a failing flush this long before giving up. */
 #define FLUSH_SHUTDOWN_WINDOW_MS 20000
+/* Transactions one failed flush may spend isolating the entries at fault. */
+#define FLUSH_BISECT_BUDGET		32
 
 typedef enum FlusherState
 {
@@ -159,9 +162,12 @@ compact_batch(void)
 	nbatch = j;
 }
 
-/* Entries whose producer got 503 (or gave up) must not be stored. */
+/*
+ * Entries whose producer got 503 (or gave up) must not be stored.  Inside
+ * an attempt the batch is not compacted: callers hold indexes into it.
+ */
 static void
-drop_dead_tickets(void)
+drop_dead_tickets(bool compact)
 {
 	for (int i = 0; i < nbatch; i++)
 	{
@@ -171,7 +177,8 @@ drop_dead_tickets(void)
 			batch[i].finished = true;
 		}
 	}
-	compact_batch();
+	if (compact)
+		compact_batch();
 }
 
 /* Free buffer space and tell flush() waiters how far we are. */
@@ -213,7 +220,7 @@ observe_duration(TimestampTz start)
  * success the entries are finished and their tickets posted.
  */
 static AttemptResult
-attempt_flush(int64 *rows_out)
+attempt_flush(int64 *rows_out, bool quiet)
 {
 	BufferEntry **volatile entries;
 	volatile int n = 0;
@@ -310,7 +317,7 @@ attempt_flush(int64 *rows_out)
 			MemoryContextSwitchTo(flush_cxt);
 			if (claimed)
 				buffer_unclaim_tickets(entries, n);
-			ereport(LOG,
+			ereport(quiet ? DEBUG1 : LOG,
 					(errmsg("machpay flush of " INT64_FORMAT " events failed: %s",
 							nevents, edata->message),
 					 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
@@ -323,14 +330,15 @@ attempt_flush(int64 *rows_out)
 		if (retry)
 		{
 			/* Some request was answered 503 meanwhile: write without it. */
-			drop_dead_tickets();
+			drop_dead_tickets(false);
 			MemoryContextReset(flush_cxt);
 		}
 	} while (retry);
 
 	if (!committed)
 	{
-		stats_add(STAT_FLUSH_FAILURES, 1);
+		if (!quiet)
+			stats_add(STAT_FLUSH_FAILURES, 1);
 		return ATTEMPT_FAILED;
 	}
 
@@ -357,6 +365,52 @@ attempt_flush(int64 *rows_out)
 	observe_duration(start);
 	last_flush = GetCurrentTimestamp();
 	return ATTEMPT_COMMITTED;
+}
+
+static void
+include_range(int lo, int hi)
+{
+	for (int i = 0; i < nbatch; i++)
+		batch[i].include = !batch[i].finished && i >= lo && i < hi;
+}
+
+/*
+ * After a failed flush: commit what can be committed by halving the batch,
+ * so that one entry the tables refuse (a constraint, a trigger) holds up
+ * only itself.  Bounded per cycle; what is left waits for the next retry.
+ */
+static int64
+bisect_flush(int lo, int hi, int *budget)
+{
+	int64		rows = 0;
+	int			mid;
+	int			live = 0;
+
+	for (int i = lo; i < hi; i++)
+		if (!batch[i].finished)
+			live++;
+	if (live == 0 || *budget <= 0)
+		return 0;
+	if (hi - lo > 1 || live > 1)
+	{
+		mid = lo + (hi - lo) / 2;
+		for (int half = 0; half < 2; half++)
+		{
+			int			a = half == 0 ? lo : mid;
+			int			b = half == 0 ? mid : hi;
+			int64		r = 0;
+
+			if (*budget <= 0)
+				break;
+			(*budget)--;
+			include_range(a, b);
+			if (attempt_flush(&r, true) == ATTEMPT_COMMITTED)
+				rows += r;
+			else if (b - a > 1)
+				rows += bisect_flush(a, b, budget);
+		}
+	}
+	return rows;
 }
 
 static void
@@ -402,23 +456,21 @@ drop_expired_telemetry(TimestampTz now, int window_ms)
 
 /*
  * One flush cycle: take what is ready, drop what may not be stored, write.
- * Intents are tried on their own when the whole batch fails, so a table
- * that rejects telemetry does not hold them up.
+ * While backing off, intents are still tried on their own (they cannot
+ * wait), at most every FLUSH_BACKOFF_MIN_MS.
  */
 static AttemptResult
 flush_cycle(bool draining)
 {
 	AttemptResult res;
 	int64		rows = 0;
-	int64		more_rows = 0;
 	bool		has_intents = false;
-	bool		has_telemetry = false;
 	bool		full_attempt = true;
 	TimestampTz now;
 
 	if (batch_bytes < FLUSH_MAX_BATCH_BYTES)
 		(void) buffer_take(&take_pos, FLUSH_MAX_BATCH_BYTES - batch_bytes, take_entry, NULL);
-	drop_dead_tickets();
+	drop_dead_tickets(true);
 	if (nbatch == 0)
 	{
 		publish_progress(0);
@@ -428,8 +480,6 @@ flush_cycle(bool draining)
 	{
 		if (batch[i].entry->nintents > 0)
 			has_intents = true;
-		else
-			has_telemetry = true;
 	}
 
 	now = GetCurrentTimestamp();
@@ -440,18 +490,22 @@ flush_cycle(bool draining)
 			!TimestampDifferenceExceeds(last_attempt, now, FLUSH_BACKOFF_MIN_MS))
 			return ATTEMPT_NOTHING;
 		include_entries(true);
-		res = attempt_flush(&rows);
+		res = attempt_flush(&rows, false);
 		full_attempt = false;
 	}
 	else
 	{
 		include_entries(false);
-		res = attempt_flush(&rows);
-		if (res == ATTEMPT_FAILED && has_intents && has_telemetry)
+		res = attempt_flush(&rows, false);
+		if (res == ATTEMPT_FAILED && nbatch > 1)
 		{
-			include_entries(true);
-			if (attempt_flush(&more_rows) == ATTEMPT_COMMITTED)
-				rows += more_rows;
+			int			budget = FLUSH_BISECT_BUDGET;
+
+			rows += bisect_flush(0, nbatch, &budget);
+			res = ATTEMPT_COMMITTED;
+			for (int i = 0; i < nbatch; i++)
+				if (!batch[i].finished)
+					res = ATTEMPT_FAILED;
 		}
 	}
 
@@ -564,8 +618,13 @@ flusher_main(Datum main_arg)
 		buffer_flusher_status(&ready, &intents, &requested, &pending);
 		now = GetCurrentTimestamp();
 		flush_now = requested || intents > 0 || ready >= machpay_batch_size ||
-			(ready > 0 && TimestampDifferenceExceeds(last_flush, now, machpay_flush_interval_ms)) ||
 			(nbatch > 0 && now >= retry_at);
+		/* The timer: entries with no events (dead letters only) count too. */
+		if (pending && TimestampDifferenceExceeds(last_flush, now, machpay_flush_interval_ms))
+		{
+			flush_now = true;
+			last_flush = now;
+		}
 
 		if (flush_now)
 		{

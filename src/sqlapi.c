@@ -13,7 +13,6 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -26,39 +25,6 @@
 #include "writer.h"
 
 PG_FUNCTION_INFO_V1(machpay_ingest);
-
-/* Retentions of machpay.retention_policies, which a DBA may change. */
-static void
-sqlapi_read_retentions(MapOptions *opts)
-{
-	int			rc;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute("SELECT table_name,"
-					 "       (extract(epoch FROM retention) * 1000000)::int8"
-					 "  FROM machpay.retention_policies"
-					 " WHERE table_name IN ('metrics', 'debug_logs')",
-					 true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "reading machpay.retention_policies failed: %s",
-			 SPI_result_code_string(rc));
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		char	   *name = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-		bool		isnull;
-		int64		us = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-													 SPI_tuptable->tupdesc, 2, &isnull));
-
-		if (isnull || name == NULL)
-			continue;
-		if (strcmp(name, "metrics") == 0)
-			opts->metrics_retention_us = us;
-		else if (strcmp(name, "debug_logs") == 0)
-			opts->logs_retention_us = us;
-	}
-	SPI_finish();
-}
 
 Datum
 machpay_ingest(PG_FUNCTION_ARGS)
@@ -76,12 +42,11 @@ machpay_ingest(PG_FUNCTION_ARGS)
 									ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(callcxt);
 
-	map_options_init(&opts, GetCurrentStatementStartTimestamp());
-	opts.max_clock_skew_us = (int64) machpay_max_clock_skew_s * USECS_PER_SEC;
+	/* Skew from machpay.max_clock_skew, retentions from retention_policies. */
+	map_options_load(&opts, GetCurrentStatementStartTimestamp());
 	opts.bound_entity = NULL;
 	opts.remote_addr = NULL;
 	opts.record_rejects = true;
-	sqlapi_read_retentions(&opts);
 
 	memset(&mr, 0, sizeof(mr));
 	map_jsonb(payload, &opts, &mr);

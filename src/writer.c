@@ -354,6 +354,14 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	RowReader	rd;
 	RowView		row;
 
+	/* Everything but events_by_source, which the caller fills. */
+	memset(result->nrows, 0, sizeof(result->nrows));
+	result->config_changed = 0;
+	result->config_unknown_gateway = 0;
+	result->config_stale = 0;
+	result->nintents = 0;
+	result->intents = NULL;
+
 	rowbuf_reader_init(&rd, rows, len);
 	while (rowbuf_next(&rd, &row))
 	{

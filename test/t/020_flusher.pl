@@ -60,6 +60,7 @@ machpay.flush_interval = '1h'
 machpay.batch_size = 100000
 machpay.port = 0
 machpay.sse_port = 0
+restart_after_crash = on
 EOC
 
 $node->poll_query_until('postgres',
@@ -72,6 +73,8 @@ $node->poll_query_until('postgres', "SELECT machpay.flush() >= 0");
 my $res = ingest($node, logs(5, 'f1'));
 like($res, qr/"accepted": 5/, 'buffer_ingest accepts the events');
 is(count_logs($node, 'f1'), 0, 'nothing is committed before a flush');
+like($node->safe_psql('postgres', 'SELECT bytes_used > 0, capacity > 0, intents_waiting, accepting FROM machpay.buffer_status()'),
+	qr/^t\|t\|0\|t$/, 'buffer gauges show the buffered rows');
 is($node->safe_psql('postgres', 'SELECT machpay.flush()'), 5, 'flush() returns the rows written');
 is(count_logs($node, 'f1'), 5, 'rows land after flush()');
 is($node->safe_psql('postgres', 'SELECT machpay.flush()'), 0, 'an empty flush writes nothing');
@@ -99,6 +102,15 @@ my $res2 = ingest($node, intent(1001));
 like($res2, qr/"duplicate": true/, 'a retried intent is a duplicate');
 like($res2, qr/\Q$id1\E/, 'and gets the first id back');
 
+# Many intents in one payload: outcomes travel through the ring entry.
+$res = ingest($node, '[' . join(',', map { intent(1100 + $_) } 1 .. 12) . ',' . intent(1001) . ']');
+my @ids = $res =~ /"id": "([0-9a-f-]+)"/g;
+is(scalar(@ids), 13, 'every intent of a big payload gets its id');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM machpay.payment_intents WHERE nonce BETWEEN 1101 AND 1112"), 12,
+	'and is committed');
+is($ids[12], $id1, 'the duplicate among them gets the first id back');
+
 # --- a full buffer refuses whole payloads while a table is locked
 $node->append_conf('postgresql.conf', "machpay.buffer_size = '1MB'");
 $node->restart;
@@ -114,7 +126,7 @@ my ($accepted, $refused) = (0, 0);
 for my $i (1 .. 200)
 {
 	my ($ret, $stdout, $stderr) = $node->psql('postgres',
-		"SELECT machpay.buffer_ingest('" . logs(100, "f3b$i") . "')");
+		"SELECT machpay.buffer_ingest('" . logs(500, "f3b$i") . "')");
 	if ($ret == 0) { $accepted++; }
 	elsif ($stderr =~ /buffer is full/) { $refused++; last; }
 	else { diag $stderr; last; }
@@ -131,7 +143,31 @@ $locker->finish;
 $node->safe_psql('postgres', 'SELECT machpay.flush()');
 my $landed = $node->safe_psql('postgres',
 	"SELECT count(*) FROM machpay.debug_logs WHERE message LIKE 'f3b%'");
-is($landed, $accepted * 100, 'every accepted row lands after the lock is released, none of the refused');
+is($landed, $accepted * 500, 'every accepted row lands after the lock is released, none of the refused');
+
+# --- the ring wraps many times; every row lands once
+$node->safe_psql('postgres', q{
+DO $$
+DECLARE
+	payload jsonb;
+BEGIN
+	FOR i IN 1..60 LOOP
+		SELECT jsonb_agg(jsonb_build_object('source', 'log',
+				'entity_id', 'QZr7WFP3TaGaWWs96WTBQSMg8xTFs1c8H63HgwadTBg',
+				'time', floor(extract(epoch FROM now())), 'level', 'info',
+				'message', format('wrap %s-%s', i, j)))
+		  INTO payload FROM generate_series(1, 100 + i * 7) j;
+		PERFORM machpay.buffer_ingest(payload);
+		IF i % 8 = 0 THEN
+			PERFORM machpay.flush();
+		END IF;
+	END LOOP;
+END $$});
+$node->safe_psql('postgres', 'SELECT machpay.flush()');
+is($node->safe_psql('postgres',
+	"SELECT count(*), count(DISTINCT message) FROM machpay.debug_logs WHERE message LIKE 'wrap %'"),
+	(100 * 60 + 7 * 60 * 61 / 2) . '|' . (100 * 60 + 7 * 60 * 61 / 2),
+	'every row of a workload that wraps the ring lands exactly once');
 
 # --- a clean stop flushes everything accepted
 ingest($node, logs(50, 'f4'));
@@ -170,11 +206,16 @@ $node->safe_psql('postgres',
 	"ALTER TABLE machpay.debug_logs ADD CONSTRAINT no_boom CHECK (message NOT LIKE 'boom%')");
 my $failures = counter($node, 'flush_failures');
 ingest($node, logs(3, 'boom'));
-$node->psql('postgres', "SELECT machpay.flush()", timeout => 2);
+ingest($node, logs(4, 'good'));
+# flush() waits until the batch commits, which it cannot: give up after 1 s.
+$node->psql('postgres', "SET statement_timeout = '1s'; SELECT machpay.flush()");
 ok($node->poll_query_until('postgres',
 	"SELECT value > $failures FROM machpay.stat_receiver WHERE name = 'flush_failures'"),
 	'the failing flush is counted');
-is(count_logs($node, 'boom'), 0, 'the failing batch is not committed');
+is(count_logs($node, 'boom'), 0, 'the refused entry is not committed');
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 4 FROM machpay.debug_logs WHERE message LIKE 'good %'"),
+	'the rest of the failed batch is committed without it');
 
 $node->safe_psql('postgres',
 	"ALTER TABLE machpay.payment_intents ADD CONSTRAINT no_13 CHECK (amount <> 13)");
@@ -195,4 +236,16 @@ like(ingest($node, intent(4001, 13)), qr/"duplicate": false/,
 	'the retried intent is stored once it can be');
 
 $node->stop;
+
+# --- without shared_preload_libraries there is no buffer
+my $plain = PostgreSQL::Test::Cluster->new('plain');
+$plain->init;
+$plain->start;
+$plain->safe_psql('postgres',
+	'SET client_min_messages = warning; CREATE EXTENSION machpay_receiver CASCADE');
+my ($rc, $o, $e) = $plain->psql('postgres', 'SELECT machpay.flush()');
+is($o, '0', 'flush() without the preloaded library returns 0');
+like($e, qr/NOTICE:  machpay buffer is not in use/, 'with a notice');
+$plain->stop;
+
 done_testing();
