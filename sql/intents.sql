@@ -5,6 +5,7 @@ SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiv
 \set agent '3TXzAvfayhmyXwaobgpumyCp8bVpVyUEaJc4RX95J8WF'
 \set token 'AkWxNPcPofjeyBnJqaBBUtYT8asTwFtPvwYBeWHLd3W7'
 \set sig '2ro26FjiEKN3FbWG7smxwsEDFo15CQGEiyNH6CiWYgrQHNLLVMmAB89VKxDpjnFkwaNkzeacnMje21YaBxdGjzEK'
+CREATE TEMP TABLE before AS SELECT name, value FROM machpay.stat_receiver;
 CREATE TEMP TABLE ev AS
 SELECT n, jsonb_build_object('source', 'payment_intent', 'gateway_id', :'gw', 'agent_id', :'agent',
                              'token', :'token', 'signature', :'sig', 'nonce', n, 'amount', 1000 + n) AS e
@@ -51,3 +52,8 @@ SELECT count(*) AS stored FROM machpay.payment_intents WHERE gateway_id = :'gw';
 
 -- Telemetry-only calls carry no "intents".
 SELECT machpay.ingest('{"source": "log"}') ? 'intents' AS has_intents;
+
+-- Counters count committed work only (the rolled-back intent is not in).
+SELECT s.name, s.value - b.value AS delta
+  FROM machpay.stat_receiver s JOIN before b USING (name)
+ WHERE s.name IN ('rows_payment_intents', 'intents_duplicate') ORDER BY 1;

@@ -93,3 +93,9 @@ END
 $$;
 ROLLBACK;
 SELECT count(*) AS logs FROM machpay.debug_logs WHERE entity_id = :'agent';
+
+-- A read-only transaction writes nothing.
+BEGIN READ ONLY;
+SELECT machpay.ingest(jsonb_build_object('source', 'log', 'entity_id', :'agent', 'time', pe,
+                                         'level', 'info', 'message', 'read only')) FROM t;
+ROLLBACK;

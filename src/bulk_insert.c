@@ -43,6 +43,7 @@ typedef struct PartBuffer
 	int			nused;
 	Size		bytes;
 	BulkInsertState bistate;
+	TupleDesc	slotdesc;		/* unpinned copy shared by the slots */
 	TupleTableSlot *slots[BULK_MAX_SLOTS];
 	int32		event_index[BULK_MAX_SLOTS];
 } PartBuffer;
@@ -110,8 +111,10 @@ bulk_target_open(const char *relname)
 	ExecInitResultRelation(bt->estate, bt->root_rri, 1);
 #if PG_VERSION_NUM < 170000
 	CheckValidResultRel(bt->root_rri, CMD_INSERT);
-#else
+#elif PG_VERSION_NUM < 190000
 	CheckValidResultRel(bt->root_rri, CMD_INSERT, NIL);
+#else
+	CheckValidResultRel(bt->root_rri, CMD_INSERT, ONCONFLICT_NONE, NIL);
 #endif
 	ExecOpenIndices(bt->root_rri, false);
 
@@ -351,11 +354,18 @@ bulk_target_put(BulkTarget *bt, int32 event_index)
 	rel = rri->ri_RelationDesc;
 	buf = bulk_buffer_for(bt, rri);
 
+	/*
+	 * Slots over an unpinned copy of the descriptor: a pin per slot would
+	 * cost a resource-owner entry each, and a batch makes up to a thousand.
+	 */
 	if (buf->slots[buf->nused] == NULL)
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(bt->estate->es_query_cxt);
 
-		buf->slots[buf->nused] = table_slot_create(rel, NULL);
+		if (buf->slotdesc == NULL)
+			buf->slotdesc = CreateTupleDescCopy(RelationGetDescr(rel));
+		buf->slots[buf->nused] = MakeSingleTupleTableSlot(buf->slotdesc,
+														  table_slot_callbacks(rel));
 		MemoryContextSwitchTo(oldcxt);
 	}
 	dst = buf->slots[buf->nused];

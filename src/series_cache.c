@@ -69,8 +69,6 @@ static int	maxmisses = 0;
 static char *scratch = NULL;
 static Size scratch_size = 0;
 
-static SPIPlanPtr resolve_plan = NULL;
-
 static uint32
 series_key_hash(const void *key, Size keysize)
 {
@@ -259,51 +257,43 @@ text_array(Datum *elems, int n)
 	return construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
+static SPIPlanPtr
+series_plan(SPIPlanPtr *plan, const char *sql)
+{
+	if (*plan == NULL)
+	{
+		Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+		SPIPlanPtr	p = SPI_prepare(sql, 3, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
 /*
- * One statement for all misses: insert what is new, and read the id of
- * every miss either from the insert's RETURNING (new rows, invisible to the
- * statement's snapshot) or from the table.  A series inserted at the same
- * moment by another process and committed after our snapshot is in
- * neither: it comes back NULL and the next try, with a new snapshot, sees
- * it.  (Under REPEATABLE READ the insert raises a serialization failure
- * instead, which the caller may retry.)
+ * Resolve the misses: look them up (one index probe each: a scalar
+ * subquery, so the plan never turns into a scan of the whole dictionary);
+ * insert those still missing with ON CONFLICT DO NOTHING and look again.
+ * The second look is a new statement whose snapshot sees both our insert
+ * and a series another process inserted and committed meanwhile (under
+ * REPEATABLE READ the insert raises a serialization failure instead).
  */
 void
 series_cache_resolve(void)
 {
-	static const char *sql =
-		"WITH input AS ("
-		"  SELECT e, m, l::jsonb AS l, o"
-		"    FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(e, m, l, o)"
-		"), ins AS ("
-		"  INSERT INTO machpay.metric_series (entity_id, metric_name, labels)"
-		"  SELECT DISTINCT e, m, l FROM input"
-		"  ON CONFLICT (entity_id, metric_name, labels) DO NOTHING"
-		"  RETURNING series_id, entity_id, metric_name, labels"
-		")"
-		" SELECT i.o, coalesce(ins.series_id, s.series_id)"
-		"   FROM input i"
-		"   LEFT JOIN ins ON ins.entity_id = i.e AND ins.metric_name = i.m AND ins.labels = i.l"
-		"   LEFT JOIN machpay.metric_series s"
-		"          ON s.entity_id = i.e AND s.metric_name = i.m AND s.labels = i.l";
+	static SPIPlanPtr lookup_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
 	int			pending = nmisses;
 
 	if (nmisses == 0)
 		return;
 
-	if (resolve_plan == NULL)
+	for (int attempt = 0; attempt < 2 * SERIES_RESOLVE_TRIES && pending > 0; attempt++)
 	{
-		Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-		SPIPlanPtr	plan = SPI_prepare(sql, 3, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		resolve_plan = plan;
-	}
-
-	for (int attempt = 0; attempt < SERIES_RESOLVE_TRIES && pending > 0; attempt++)
-	{
+		bool		inserting = (attempt % 2 == 1);
 		Datum	   *ent = palloc(sizeof(Datum) * pending);
 		Datum	   *met = palloc(sizeof(Datum) * pending);
 		Datum	   *lab = palloc(sizeof(Datum) * pending);
@@ -331,10 +321,28 @@ series_cache_resolve(void)
 		args[1] = PointerGetDatum(text_array(met, n));
 		args[2] = PointerGetDatum(text_array(lab, n));
 
-		rc = SPI_execute_plan(resolve_plan, args, NULL, false, 0);
+		if (inserting)
+		{
+			rc = SPI_execute_plan(series_plan(&insert_plan,
+											  "INSERT INTO machpay.metric_series (entity_id, metric_name, labels)"
+											  " SELECT DISTINCT e, m, l::jsonb"
+											  "   FROM unnest($1::text[], $2::text[], $3::text[]) AS t(e, m, l)"
+											  " ON CONFLICT (entity_id, metric_name, labels) DO NOTHING"),
+								  args, NULL, false, 0);
+			if (rc != SPI_OK_INSERT)
+				elog(ERROR, "inserting metric series failed: %s", SPI_result_code_string(rc));
+			continue;
+		}
+
+		rc = SPI_execute_plan(series_plan(&lookup_plan,
+										  "SELECT t.o, (SELECT s.series_id FROM machpay.metric_series s"
+										  "              WHERE s.entity_id = t.e AND s.metric_name = t.m"
+										  "                AND s.labels = t.l::jsonb)"
+										  "  FROM unnest($1::text[], $2::text[], $3::text[])"
+										  "       WITH ORDINALITY AS t(e, m, l, o)"),
+							  args, NULL, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "resolving metric series failed: %s", SPI_result_code_string(rc));
-
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
 			bool		isnull;
@@ -352,7 +360,6 @@ series_cache_resolve(void)
 		for (int i = 0; i < n; i++)
 			if (todo[i]->series_id == 0)
 				pending++;
-		CommandCounterIncrement();
 	}
 
 	if (pending > 0)

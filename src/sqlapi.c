@@ -21,7 +21,7 @@
 
 #include "machpay.h"
 #include "mapper.h"
-#include "stats.h"
+#include "xact_stats.h"
 #include "writer.h"
 
 PG_FUNCTION_INFO_V1(machpay_ingest);
@@ -61,8 +61,8 @@ machpay_ingest(PG_FUNCTION_ARGS)
 	memcpy(wr.events_by_source, mr.events_by_source, sizeof(wr.events_by_source));
 	writer_write_batch(mr.rows.data, mr.rows.len, &wr);
 	writer_notify_ingest(&wr, "sql");
-	stats_add(STAT_EVENTS_ACCEPTED, mr.accepted);
-	stats_add(STAT_EVENTS_REJECTED, mr.rejected);
+	xact_stats_add(STAT_EVENTS_ACCEPTED, mr.accepted);
+	xact_stats_add(STAT_EVENTS_REJECTED, mr.rejected);
 
 	initStringInfo(&body);
 	map_response_json(&body, &mr, mr.nintents > 0 ? wr.intents : NULL, wr.nintents);

@@ -26,7 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "machpay.h"
-#include "stats.h"
+#include "xact_stats.h"
 #include "writer_parts.h"
 
 /* Profile fields in column order; the report's field for each. */
@@ -143,7 +143,7 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 	if (SPI_processed == 0)
 	{
 		result->config_unknown_gateway++;
-		stats_add(STAT_CONFIG_UNKNOWN_GATEWAY, 1);
+		xact_stats_add(STAT_CONFIG_UNKNOWN_GATEWAY, 1);
 		SPI_freetuptable(SPI_tuptable);
 		return;
 	}
@@ -173,7 +173,7 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 		if (!isnull && stale)
 		{
 			result->config_stale++;
-			stats_add(STAT_CONFIG_STALE, 1);
+			xact_stats_add(STAT_CONFIG_STALE, 1);
 			SPI_freetuptable(SPI_tuptable);
 			return;
 		}
@@ -220,7 +220,7 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 		elog(ERROR, "writing machpay.vendor_profiles failed: %s", SPI_result_code_string(rc));
 
 	result->config_changed++;
-	stats_add(STAT_CONFIG_UPDATES, 1);
+	xact_stats_add(STAT_CONFIG_UPDATES, 1);
 	config_notify(c->gateway_id, user_id, changed, newval);
 }
 

@@ -16,6 +16,7 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/datetime.h"
 #include "utils/builtins.h"
@@ -27,7 +28,7 @@
 #include "bulk_insert.h"
 #include "machpay.h"
 #include "series_cache.h"
-#include "stats.h"
+#include "xact_stats.h"
 #include "writer.h"
 #include "writer_parts.h"
 
@@ -128,6 +129,7 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 	SeriesEntry **entries = palloc(sizeof(SeriesEntry *) * nmetric);
 	TimestampTz *quarters = palloc(sizeof(TimestampTz) * nmetric);
 	int64		i = 0;
+	int			nquarters = 0;
 	BulkTarget *bt;
 	AttrNumber	a_time,
 				a_series,
@@ -139,6 +141,8 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 	{
 		if (row.kind != ROW_METRIC)
 			continue;
+		if (row.nstrings < 3)
+			elog(ERROR, "malformed metric row in batch");
 		entries[i++] = series_cache_lookup(row.str[0], row.len[0], row.str[1], row.len[1],
 										   row.str[2], row.len[2]);
 	}
@@ -180,7 +184,9 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 			q = m.time - (m.time % QUARTER_HOUR_USECS);
 			if (m.time < 0 && q != m.time)
 				q -= QUARTER_HOUR_USECS;
-			quarters[i] = q;
+			/* Rows come in runs of one time: keep a value per run only. */
+			if (nquarters == 0 || quarters[nquarters - 1] != q)
+				quarters[nquarters++] = q;
 			i++;
 
 			if (machpay_notify_telemetry)
@@ -204,7 +210,7 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 			notify_telemetry(run_source, run_entity, run_time, run_rows);
 	}
 	result->nrows[ROW_METRIC] += bulk_target_finish(bt);
-	mark_rollup_hours(quarters, (int) i);
+	mark_rollup_hours(quarters, nquarters);
 }
 
 /* debug_logs and ingest_rejects: every column from the row's strings. */
@@ -309,7 +315,7 @@ write_intents(const char *rows, Size len, int n, WriteResult *result,
 	result->intents = MemoryContextAllocZero(resultcxt, sizeof(IntentOutcome) * n);
 	result->nintents = n;
 	result->nrows[ROW_INTENT] += intents_store(in, n, result->intents, &ndup);
-	stats_add(STAT_INTENTS_DUPLICATE, ndup);
+	xact_stats_add(STAT_INTENTS_DUPLICATE, ndup);
 }
 
 static void
@@ -354,6 +360,15 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	RowReader	rd;
 	RowView		row;
 
+	/*
+	 * The multi-insert path bypasses the executor's read-only check (done
+	 * in ExecutorStart), so do it here: no heap write in a read-only
+	 * transaction, none on a standby.
+	 */
+	PreventCommandIfReadOnly("machpay writer");
+	PreventCommandIfParallelMode("machpay writer");
+	PreventCommandDuringRecovery("machpay writer");
+
 	/* Everything but events_by_source, which the caller fills. */
 	memset(result->nrows, 0, sizeof(result->nrows));
 	result->config_changed = 0;
@@ -371,6 +386,9 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	}
 	if (count[ROW_INTENT] > INT_MAX / (int) sizeof(IntentOutcome))
 		elog(ERROR, "too many payment intents in one batch");
+	if (count[ROW_METRIC] + count[ROW_LOG] + count[ROW_INTENT] +
+		count[ROW_CONFIG] + count[ROW_REJECT] == 0)
+		return;
 
 	batchcxt = AllocSetContextCreate(callercxt, "machpay writer batch",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -389,10 +407,10 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	if (count[ROW_CONFIG] > 0)
 		write_config(rows, len, (int) count[ROW_CONFIG], result);
 
-	stats_add(STAT_ROWS_METRICS, result->nrows[ROW_METRIC]);
-	stats_add(STAT_ROWS_DEBUG_LOGS, result->nrows[ROW_LOG]);
-	stats_add(STAT_ROWS_PAYMENT_INTENTS, result->nrows[ROW_INTENT]);
-	stats_add(STAT_ROWS_INGEST_REJECTS, result->nrows[ROW_REJECT]);
+	xact_stats_add(STAT_ROWS_METRICS, result->nrows[ROW_METRIC]);
+	xact_stats_add(STAT_ROWS_DEBUG_LOGS, result->nrows[ROW_LOG]);
+	xact_stats_add(STAT_ROWS_PAYMENT_INTENTS, result->nrows[ROW_INTENT]);
+	xact_stats_add(STAT_ROWS_INGEST_REJECTS, result->nrows[ROW_REJECT]);
 
 	SPI_finish();
 	MemoryContextSwitchTo(callercxt);
