@@ -557,6 +557,7 @@ http_ingest_request(h2o_req_t *req)
 	}
 
 	initStringInfo(&out);
+	memset(&ticket, 0, sizeof(ticket));
 	if (result.accepted == 0 && result.rejected > 0)
 	{
 		/* Dead letters of the rejected events, if the buffer has room. */
@@ -568,7 +569,6 @@ http_ingest_request(h2o_req_t *req)
 		return;
 	}
 
-	memset(&ticket, 0, sizeof(ticket));
 	put = result.rows.len > 0 ? buffer_put(&result, &ticket) : BUFFER_PUT_OK;
 	switch (put)
 	{
