@@ -201,17 +201,23 @@ dispatch(h2o_req_t *req)
 
 	if (path_is(req, "/v1/ingest"))
 	{
-		if (!method_is(req, "POST"))
-			send_405(req, "POST");
-		else
+		if (method_is(req, "POST"))
 			http_ingest_request(req);
+		else
+			send_405(req, "POST");
 	}
-	else if (path_is(req, "/healthz"))
-		get ? http_ops_healthz(req) : send_405(req, "GET, HEAD");
-	else if (path_is(req, "/readyz"))
-		get ? http_ops_readyz(req) : send_405(req, "GET, HEAD");
-	else if (path_is(req, "/metrics"))
-		get ? http_ops_metrics(req) : send_405(req, "GET, HEAD");
+	else if (path_is(req, "/healthz") || path_is(req, "/readyz") ||
+			 path_is(req, "/metrics"))
+	{
+		if (!get)
+			send_405(req, "GET, HEAD");
+		else if (path_is(req, "/healthz"))
+			http_ops_healthz(req);
+		else if (path_is(req, "/readyz"))
+			http_ops_readyz(req);
+		else
+			http_ops_metrics(req);
+	}
 	else
 		http_send_error(req, 404, "Not Found", "not_found", "no such path");
 }
