@@ -614,6 +614,7 @@ machpay_http_main(Datum main_arg)
 	{
 		TimestampTz now;
 		int			npending;
+		bool		woken;
 
 		if (!PostmasterIsAlive())
 			proc_exit(1);
@@ -628,19 +629,32 @@ machpay_http_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			apply_settings();
 		}
+		/*
+		 * The loop never sleeps in WaitLatch, so SetLatch only raises the
+		 * flag (no signal): read it here, the bounded wait below bounds
+		 * the delay.
+		 */
+		woken = MyLatch->is_set;
 		ResetLatch(MyLatch);
 
 		now = GetCurrentTimestamp();
 		refresh_state(now, &last_check);
-		npending = http_ingest_poll_pending();
+		npending = http_ingest_poll_pending(woken);
 
 		if (http_status.state == HTTP_STATE_DRAINING && npending == 0 &&
 			(http_status.connections == 0 ||
 			 TimestampDifferenceExceeds(drain_started, now, HTTP_DRAIN_GRACE_MS)))
 			break;
 
+		/*
+		 * An answer sent from here has its completion callback queued in
+		 * h2o; an HTTP/1.1 connection reads its next request only after it
+		 * ran, so do not sleep before it does.
+		 */
 		h2o_evloop_run(h2o_ctx.loop,
+					   http_status.answered_from_loop ? 0 :
 					   npending > 0 ? HTTP_WAIT_PENDING_MS : HTTP_WAIT_IDLE_MS);
+		http_status.answered_from_loop = false;
 	}
 
 	ereport(LOG, (errmsg("machpay ingest worker %d stopped", worker_id)));

@@ -34,6 +34,7 @@ typedef struct HttpWorkerStatus
 	bool		in_recovery;	/* standby: no ingest */
 	int			connections;	/* open client connections */
 	int			max_connections;
+	bool		answered_from_loop; /* a pending request was answered outside h2o's callbacks */
 } HttpWorkerStatus;
 
 extern HttpWorkerStatus http_status;
@@ -47,7 +48,7 @@ extern void http_count_status(int status);
 
 /* http_ingest.c */
 extern void http_ingest_request(h2o_req_t *req);
-extern int	http_ingest_poll_pending(void);	/* returns requests still pending */
+extern int	http_ingest_poll_pending(bool latch_was_set);	/* returns requests still pending */
 extern void http_ingest_fail_pending(const char *why);
 extern void http_ingest_refresh_options(void);
 

@@ -32,6 +32,7 @@
 
 /* How long a request waits for its intents' commit before a 503. */
 #define PENDING_TIMEOUT_MS		10000
+#define PENDING_SCAN_MS			20
 #define RETRY_AFTER_SECS		"1"
 #define INFLATE_CHUNK			(64 * 1024)
 
@@ -289,15 +290,23 @@ finish_pending(PendingRequest *p)
 	MemoryContextDelete(p->cxt);
 }
 
+/*
+ * The flusher sets our latch when it posts outcomes; without that, look
+ * at the tickets only now and then (deadlines, a missed wake-up).
+ */
 int
-http_ingest_poll_pending(void)
+http_ingest_poll_pending(bool latch_was_set)
 {
+	static TimestampTz last_scan = 0;
 	dlist_mutable_iter iter;
 	TimestampTz now;
 
 	if (npending == 0)
 		return 0;
 	now = GetCurrentTimestamp();
+	if (!latch_was_set && !TimestampDifferenceExceeds(last_scan, now, PENDING_SCAN_MS))
+		return npending;
+	last_scan = now;
 
 	dlist_foreach_modify(iter, &pending_requests)
 	{
@@ -311,6 +320,7 @@ http_ingest_poll_pending(void)
 
 		if (req != NULL)
 		{
+			http_status.answered_from_loop = true;
 			/* Detach first: sending may dispose the request at once. */
 			p->guard->pending = NULL;
 			p->req = NULL;
