@@ -9,7 +9,7 @@
  * machpay.flush() asks.  A failed flush is split in halves to commit what
  * can be committed; the rest is kept and retried with capped exponential
  * backoff; telemetry is dropped (and counted) only after
- * FLUSH_RETRY_WINDOW_MS, intents fail their ticket (503) at their deadline,
+ * machpay.flush_retry_window, intents fail their ticket (503) at their deadline,
  * never silently.  On SIGTERM the buffer stops accepting and everything
  * accepted is flushed before exit.
  *-------------------------------------------------------------------------
@@ -41,8 +41,6 @@
 #define FLUSH_MAX_BATCH_BYTES	(32 * 1024 * 1024)
 #define FLUSH_BACKOFF_MIN_MS	100
 #define FLUSH_BACKOFF_MAX_MS	5000
-/* Telemetry that cannot be committed for this long is dropped. */
-#define FLUSH_RETRY_WINDOW_MS	60000
 /* On shutdown, keep retrying a failing flush this long before giving up. */
 #define FLUSH_SHUTDOWN_WINDOW_MS 20000
 /* Transactions one failed flush may spend isolating the entries at fault. */
@@ -522,7 +520,8 @@ flush_cycle(bool draining)
 		if (res == ATTEMPT_FAILED)
 			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff);
 		drop_expired_telemetry(GetCurrentTimestamp(),
-							   draining ? FLUSH_SHUTDOWN_WINDOW_MS : FLUSH_RETRY_WINDOW_MS);
+							   draining ? FLUSH_SHUTDOWN_WINDOW_MS :
+							   machpay_flush_retry_window_s * 1000);
 	}
 	else if (res == ATTEMPT_COMMITTED && full_attempt && consecutive_failures > 0)
 	{

@@ -235,6 +235,21 @@ is(count_logs($node, 'boom'), 3, 'kept telemetry lands once the failure is gone'
 like(ingest($node, intent(4001, 13)), qr/"duplicate": false/,
 	'the retried intent is stored once it can be');
 
+# Telemetry that cannot be written for machpay.flush_retry_window is dropped and counted.
+$node->safe_psql('postgres',
+	"ALTER TABLE machpay.debug_logs ADD CONSTRAINT no_drop CHECK (message NOT LIKE 'todrop%')");
+$node->safe_psql('postgres', "ALTER SYSTEM SET machpay.flush_retry_window = '2s'; SELECT pg_reload_conf()");
+my $dropped = counter($node, 'events_dropped');
+ingest($node, logs(2, 'todrop'));
+$node->psql('postgres', "SET statement_timeout = '1s'; SELECT machpay.flush()");
+ok($node->poll_query_until('postgres',
+	"SELECT value >= $dropped + 2 FROM machpay.stat_receiver WHERE name = 'events_dropped'"),
+	'refused telemetry is dropped after the retry window, and counted');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET machpay.flush_retry_window; SELECT pg_reload_conf()");
+$node->safe_psql('postgres', "ALTER TABLE machpay.debug_logs DROP CONSTRAINT no_drop");
+$node->safe_psql('postgres', 'SELECT machpay.flush()');
+is(count_logs($node, 'todrop'), 0, 'dropped telemetry never lands');
+
 $node->stop;
 
 # --- without shared_preload_libraries there is no buffer
