@@ -81,6 +81,7 @@ static int	consecutive_failures = 0;
 static TimestampTz retry_at = 0;
 static TimestampTz last_flush = 0;
 static TimestampTz last_attempt = 0;
+static bool timer_due = false;	/* flush_interval passed: flush all that is ready */
 
 PGDLLEXPORT void flusher_main(Datum main_arg);
 
@@ -141,6 +142,17 @@ take_entry(BufferEntry *entry, uint64 off, void *arg)
 	batch[nbatch].first_failure = 0;
 	nbatch++;
 	batch_bytes += entry->rows_len;
+}
+
+static int64
+batch_events(void)
+{
+	int64		n = 0;
+
+	for (int i = 0; i < nbatch; i++)
+		if (!batch[i].finished)
+			n += batch[i].entry->nevents;
+	return n;
 }
 
 /* Forget finished entries, keeping seq order. */
@@ -466,8 +478,13 @@ flush_cycle(bool draining)
 	bool		full_attempt = true;
 	TimestampTz now;
 
+	/*
+	 * About batch_size events per transaction: bigger batches gain little
+	 * and make intents arriving meanwhile wait longer.
+	 */
 	if (batch_bytes < FLUSH_MAX_BATCH_BYTES)
-		(void) buffer_take(&take_pos, FLUSH_MAX_BATCH_BYTES - batch_bytes, take_entry, NULL);
+		(void) buffer_take(&take_pos, FLUSH_MAX_BATCH_BYTES - batch_bytes,
+						   Max(machpay_batch_size - batch_events(), 1), take_entry, NULL);
 	drop_dead_tickets(true);
 	if (nbatch == 0)
 	{
@@ -618,12 +635,17 @@ flusher_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		flush_now = requested || intents > 0 || ready >= machpay_batch_size ||
 			(nbatch > 0 && now >= retry_at);
-		/* The timer: entries with no events (dead letters only) count too. */
+		/*
+		 * The timer: entries with no events (dead letters only) count too.
+		 * Once due, everything ready then is flushed, batch after batch.
+		 */
 		if (pending && TimestampDifferenceExceeds(last_flush, now, machpay_flush_interval_ms))
 		{
-			flush_now = true;
+			timer_due = true;
 			last_flush = now;
 		}
+		if (timer_due && pending)
+			flush_now = true;
 
 		if (flush_now)
 		{
@@ -631,6 +653,7 @@ flusher_main(Datum main_arg)
 
 			if (res == ATTEMPT_COMMITTED)
 				continue;		/* more may be waiting */
+			timer_due = false;
 		}
 		else
 			publish_progress(0);	/* released tickets free space */

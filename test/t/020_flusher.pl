@@ -90,6 +90,18 @@ ok($node->poll_query_until('postgres',
 	'batch_size events are flushed without flush()');
 $node->safe_psql('postgres', "ALTER SYSTEM RESET machpay.batch_size; SELECT pg_reload_conf()");
 
+# --- flush_interval flushes what waits
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET machpay.flush_interval = '200ms'; SELECT pg_reload_conf()");
+sleep(0.5);
+ingest($node, logs(30, 'timer'));
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 30 FROM machpay.debug_logs WHERE message LIKE 'timer %'"),
+	'flush_interval flushes waiting events without flush()');
+$node->safe_psql('postgres',
+	"ALTER SYSTEM RESET machpay.flush_interval; SELECT pg_reload_conf()");
+sleep(0.5);
+
 # --- intents are committed before buffer_ingest returns (group commit)
 $res = ingest($node, '[' . intent(1001) . ',' . intent(1002) . ']');
 like($res, qr/"intents":/, 'the answer carries the intents');
