@@ -19,7 +19,7 @@ REGRESS_OPTS = --temp-config=$(CURDIR)/test/regress.conf
 NO_INSTALLCHECK = 1
 
 TAP_TESTS   = 1
-PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+PROVE_TESTS ?= $(sort $(wildcard test/t/*.pl))
 
 PG_CPPFLAGS = -I$(CURDIR)/src $(shell pkg-config --cflags libh2o-evloop 2>/dev/null)
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
