@@ -47,6 +47,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -467,6 +468,8 @@ sse_worker_main(Datum main_arg)
 	if (!machpay_worker_wait_for_extension(SSE_ROLE))
 		proc_exit(0);
 	load_superuser_name();
+	/* pg_cryptohash (key checks) registers with the current resource owner. */
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, SSE_ROLE);
 	pgstat_report_activity(STATE_RUNNING, "relaying " MACHPAY_NOTIFY_CHANNEL);
 
 	sse_window_init(now_ms() * 1000);
