@@ -97,6 +97,7 @@ static bool db_ever_ready = false;
 static uint64 keys_next_load = 0;
 static bool keys_error_logged = false;
 static char *superuser_name = NULL;
+static bool notifications_held = false;	/* parsed by libpq, not yet relayed */
 
 static void db_poll(void);
 
@@ -211,7 +212,9 @@ open_listeners(bool log_failure)
 static void
 on_db_readable(h2o_socket_t *sock, const char *err)
 {
-	db_poll();
+	/* Held notifications are relayed once per loop turn (main loop). */
+	if (!notifications_held)
+		db_poll();
 }
 
 static void
@@ -227,25 +230,38 @@ db_disconnect(void)
 		PQfinish(db_conn);
 	db_conn = NULL;
 	db_query = SSE_QUERY_NONE;
+	notifications_held = false;
 }
 
-/* Schedules the next attempt after a failure, with jittered backoff. */
+/*
+ * Schedules the next attempt after a failure, with jittered backoff.  One
+ * log line per outage; the pg_hba hint only when connecting failed.
+ */
 static void
 db_fail(const char *what, const char *detail)
 {
 	char	   *msg = pstrdup(detail ? detail : "");
-	int			len = strlen(msg);
+	char	   *p;
+	int			len;
 
-	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+	for (p = msg; *p; p++)
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
+	len = strlen(msg);
+	while (len > 0 && msg[len - 1] == ' ')
 		msg[--len] = '\0';
 	if (!db_outage_logged)
 	{
-		const char *sockdir = Unix_socket_directories ? Unix_socket_directories : "";
-
-		ereport(LOG,
-				(errmsg("sse relay %s: %s", what, msg),
-				 errhint("The relay LISTENs through a libpq connection over the local socket in \"%s\" as user \"%s\" to database \"%s\"; pg_hba.conf needs a line such as \"local %s %s peer\" (or trust). It retries by itself.",
-						 sockdir, superuser_name, machpay_database, machpay_database, superuser_name)));
+		if (db_state == SSE_DB_CONNECTING || db_state == SSE_DB_WAITING)
+			ereport(LOG,
+					(errmsg("sse relay %s: %s", what, msg),
+					 errhint("The relay LISTENs through a libpq connection over the local socket in \"%s\" as user \"%s\" to database \"%s\"; pg_hba.conf needs a line such as \"local %s %s peer\" (or trust). It retries by itself.",
+							 Unix_socket_directories ? Unix_socket_directories : "",
+							 superuser_name, machpay_database, machpay_database, superuser_name)));
+		else
+			ereport(LOG,
+					(errmsg("sse relay %s: %s", what, msg),
+					 errdetail("It reconnects by itself; clients stay connected.")));
 		db_outage_logged = true;
 	}
 	db_disconnect();
@@ -386,6 +402,7 @@ db_poll(void)
 {
 	PGnotify   *n;
 	uint64		now = now_ms();
+	int64		budget = SSE_RELAY_TURN_BYTES;
 
 	switch (db_state)
 	{
@@ -411,7 +428,12 @@ db_poll(void)
 			break;
 	}
 
-	if (!PQconsumeInput(db_conn) || PQstatus(db_conn) == CONNECTION_BAD)
+	/*
+	 * Read more only once what libpq holds is relayed: while clients catch
+	 * up, the backlog waits in the server's notification queue, not here.
+	 */
+	if (!notifications_held &&
+		(!PQconsumeInput(db_conn) || PQstatus(db_conn) == CONNECTION_BAD))
 	{
 		db_fail("lost its database connection", PQerrorMessage(db_conn));
 		return;
@@ -430,10 +452,16 @@ db_poll(void)
 		if (db_conn == NULL)
 			return;				/* db_fail in the handler */
 	}
+	notifications_held = false;
 	while ((n = PQnotifies(db_conn)) != NULL)
 	{
-		sse_relay_notification(n->extra);
+		budget -= sse_relay_notification(n->extra);
 		PQfreemem(n);
+		if (budget <= 0)
+		{
+			notifications_held = true;
+			break;
+		}
 	}
 	if (db_state == SSE_DB_READY && db_query == SSE_QUERY_NONE && now >= keys_next_load)
 	{
@@ -488,7 +516,8 @@ sse_worker_main(Datum main_arg)
 	{
 		uint64		now;
 
-		(void) h2o_evloop_run(loop, db_state == SSE_DB_CONNECTING ? 10 : SSE_LOOP_WAIT_MS);
+		(void) h2o_evloop_run(loop, notifications_held ? 0 :
+							 db_state == SSE_DB_CONNECTING ? 10 : SSE_LOOP_WAIT_MS);
 		if (!PostmasterIsAlive())
 			proc_exit(1);
 		if (ConfigReloadPending)

@@ -25,8 +25,15 @@
 
 /* A client whose unsent backlog passes this is cut off. */
 #define SSE_CLIENT_MAX_BACKLOG	(1024 * 1024)
-/* Bytes gathered into one write to a client. */
-#define SSE_CLIENT_WRITE_CHUNK	(64 * 1024)
+/*
+ * One write to a client references at most this many events and bytes
+ * (no copy).  The relay takes at most SSE_RELAY_TURN_BYTES of new events
+ * per loop turn, less than one write, so a client that reads as fast as
+ * the loop turns never builds a backlog.
+ */
+#define SSE_CLIENT_WRITE_EVENTS	128
+#define SSE_CLIENT_WRITE_CHUNK	(256 * 1024)
+#define SSE_RELAY_TURN_BYTES	(128 * 1024)
 
 /* Largest payload reassembled from parts; larger ones are reported. */
 #define SSE_MAX_PAYLOAD			(16 * 1024 * 1024)
@@ -41,6 +48,8 @@ typedef struct SseEvent
 	char	   *agent_id;
 	char	   *wire;			/* "id: ..\nevent: ..\ndata: ..\n\n" */
 	size_t		wire_len;
+	int			refcount;		/* writes in flight that reference it */
+	bool		evicted;		/* left the window; freed at refcount 0 */
 } SseEvent;
 
 /* sse_events.c: the window and the payload protocol */
@@ -49,7 +58,8 @@ extern uint64 sse_window_first_seq(void);
 extern uint64 sse_window_next_seq(void);
 extern uint64 sse_window_end_offset(void);
 extern SseEvent *sse_window_get(uint64 seq);
-extern void sse_relay_notification(const char *payload);
+extern void sse_event_release(SseEvent *ev);
+extern size_t sse_relay_notification(const char *payload);
 extern int64 sse_events_relayed(void);
 
 /* sse_clients.c: HTTP handling and streaming */

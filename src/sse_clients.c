@@ -3,8 +3,9 @@
  *	  HTTP side of the SSE relay: GET /v1/stream and GET / (console page).
  *
  * A *client* owns no copy of the events: it is a position (next_seq) in the
- * shared window plus one write buffer of at most SSE_CLIENT_WRITE_CHUNK
- * bytes (plus one event) in flight.  While a write is in flight the client
+ * shared window plus one write in flight that references (refcounts) at
+ * most SSE_CLIENT_WRITE_EVENTS events of the window, and a small buffer
+ * for its own lines (preamble, reset, heartbeat).  While a write is in flight the client
  * is SENDING; when h2o calls proceed it is IDLE again and gets the next
  * chunk.  A client whose backlog (wire bytes between its position and the
  * head of the window) passes SSE_CLIENT_MAX_BACKLOG, or whose position
@@ -45,7 +46,10 @@ typedef struct SseClient
 	int			ntypes;
 	char	  **types;			/* NULL = every type */
 	char	   *entity;			/* NULL = every entity */
-	StringInfoData out;			/* the write in flight */
+	StringInfoData out;			/* own lines of the write in flight */
+	int			nheld;
+	SseEvent   *held[SSE_CLIENT_WRITE_EVENTS];	/* events of the write in flight */
+	h2o_iovec_t iov[SSE_CLIENT_WRITE_EVENTS + 1];
 } SseClient;
 
 static dlist_head clients = DLIST_STATIC_INIT(clients);
@@ -178,15 +182,27 @@ client_wants(SseClient *c, SseEvent *ev)
 	return true;
 }
 
+static void
+client_release_held(SseClient *c)
+{
+	int			i;
+
+	for (i = 0; i < c->nheld; i++)
+		sse_event_release(c->held[i]);
+	c->nheld = 0;
+}
+
 /* Writes what the client has not seen yet, if nothing is in flight. */
 static void
 client_pump(SseClient *c)
 {
 	uint64		head = sse_window_next_seq();
-	h2o_iovec_t iov;
+	size_t		bytes;
+	int			niov = 0;
 
 	if (c->state != SSE_CLIENT_IDLE)
 		return;
+	client_release_held(c);
 	resetStringInfo(&c->out);
 	if (c->preamble_pending)
 	{
@@ -212,18 +228,26 @@ client_pump(SseClient *c)
 		appendStringInfoString(&c->out, ": heartbeat\n\n");
 		c->heartbeat_pending = false;
 	}
-	while (c->next_seq < head && c->out.len < SSE_CLIENT_WRITE_CHUNK)
+	if (c->out.len > 0)
+		c->iov[niov++] = h2o_iovec_init(c->out.data, c->out.len);
+	bytes = c->out.len;
+	while (c->next_seq < head && bytes < SSE_CLIENT_WRITE_CHUNK &&
+		   c->nheld < SSE_CLIENT_WRITE_EVENTS)
 	{
 		SseEvent   *ev = sse_window_get(c->next_seq++);
 
 		if (ev && client_wants(c, ev))
-			appendBinaryStringInfo(&c->out, ev->wire, ev->wire_len);
+		{
+			ev->refcount++;
+			c->held[c->nheld++] = ev;
+			c->iov[niov++] = h2o_iovec_init(ev->wire, ev->wire_len);
+			bytes += ev->wire_len;
+		}
 	}
-	if (c->out.len == 0)
+	if (niov == 0)
 		return;
 	c->state = SSE_CLIENT_SENDING;
-	iov = h2o_iovec_init(c->out.data, c->out.len);
-	h2o_send(c->req, &iov, 1, H2O_SEND_STATE_IN_PROGRESS);
+	h2o_send(c->req, c->iov, niov, H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void
@@ -243,6 +267,7 @@ client_stop(h2o_generator_t *generator, h2o_req_t *req)
 
 	dlist_delete(&c->node);
 	nclients--;
+	client_release_held(c);
 	if (c->out.data)
 		pfree(c->out.data);
 	if (c->types)

@@ -107,8 +107,20 @@ window_evict_oldest(void)
 	if (ev)
 	{
 		window_bytes -= ev->wire_len;
-		pfree(ev);
+		if (ev->refcount > 0)
+			ev->evicted = true;
+		else
+			pfree(ev);
 	}
+}
+
+/* A write that referenced the event completed or was abandoned. */
+void
+sse_event_release(SseEvent *ev)
+{
+	Assert(ev->refcount > 0);
+	if (--ev->refcount == 0 && ev->evicted)
+		pfree(ev);
 }
 
 /* ---- payload parsing: only the top-level fields the relay needs ---- */
@@ -395,14 +407,18 @@ relay_part(PayloadFields *pf)
 	}
 }
 
-/* Entry point for every notification on machpay_events. */
-void
+/*
+ * Entry point for every notification on machpay_events; returns the wire
+ * bytes it added to the window.
+ */
+size_t
 sse_relay_notification(const char *payload)
 {
 	PayloadFields pf;
 	size_t		len = strlen(payload);
 	MemoryContext tmp;
 	MemoryContext old;
+	uint64		before = window_end_offset;
 
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "machpay sse notification",
 								ALLOCSET_DEFAULT_SIZES);
@@ -414,4 +430,5 @@ sse_relay_notification(const char *payload)
 		append_event(payload, len, &pf);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(tmp);
+	return window_end_offset - before;
 }
