@@ -57,6 +57,10 @@ static int	nclients = 0;
 static MemoryContext clients_cxt = NULL;
 static MemoryContext request_cxt = NULL;
 static uint64 last_heartbeat_ms = 0;
+static uint64 last_check_ms = 0;
+
+/* How often idle HTTP/1 clients are checked for a closed connection. */
+#define SSE_CLIENT_CHECK_MS 250
 
 int
 sse_clients_count(void)
@@ -339,21 +343,66 @@ sse_clients_wake(void)
 	}
 }
 
+/*
+ * h2o does not read an HTTP/1 connection while its response streams, so a
+ * client that went away is only noticed at the next write.  An idle client
+ * whose peer closed is shut down and written to, which makes h2o dispose of
+ * it now (and frees its slot of machpay.sse_max_clients).  HTTP/2
+ * connections are read by h2o all along and need no check.
+ */
+static void
+check_closed(SseClient *c)
+{
+	h2o_socket_t *sock;
+	char		b;
+	ssize_t		r;
+	int			fd;
+
+	if (c->req->version >= 0x200 || !c->req->conn->callbacks->get_socket)
+		return;
+	sock = c->req->conn->callbacks->get_socket(c->req->conn);
+	if (sock == NULL)
+		return;
+	fd = h2o_socket_get_fd(sock);
+	r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+		return;
+	(void) shutdown(fd, SHUT_RDWR);
+	c->heartbeat_pending = true;
+	client_pump(c);
+}
+
 void
 sse_clients_tick(uint64 now_ms)
 {
 	dlist_mutable_iter iter;
+	bool		heartbeat = false;
+	bool		check = false;
 
-	if (machpay_sse_heartbeat_interval_ms <= 0 ||
-		now_ms - last_heartbeat_ms < (uint64) machpay_sse_heartbeat_interval_ms)
+	if (machpay_sse_heartbeat_interval_ms > 0 &&
+		now_ms - last_heartbeat_ms >= (uint64) machpay_sse_heartbeat_interval_ms)
+	{
+		heartbeat = true;
+		last_heartbeat_ms = now_ms;
+	}
+	if (now_ms - last_check_ms >= SSE_CLIENT_CHECK_MS)
+	{
+		check = true;
+		last_check_ms = now_ms;
+	}
+	if (!heartbeat && !check)
 		return;
-	last_heartbeat_ms = now_ms;
 	dlist_foreach_modify(iter, &clients)
 	{
 		SseClient  *c = dlist_container(SseClient, node, iter.cur);
 
-		c->heartbeat_pending = true;
-		client_pump(c);
+		if (heartbeat)
+		{
+			c->heartbeat_pending = true;
+			client_pump(c);
+		}
+		else if (c->state == SSE_CLIENT_IDLE)
+			check_closed(c);
 	}
 }
 

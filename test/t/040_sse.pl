@@ -26,6 +26,7 @@ sse_add_key($node, 'bound-token', 'console', 'GATEWAY_B');
 $node->safe_psql('postgres',
 	"UPDATE machpay.ingest_keys SET revoked_at = now() WHERE token_sha256 = sha256('revoked-token'::bytea)");
 ok(sse_wait_ready($node, 'console-token'), 'relay accepts a console key');
+sleep 1;    # keys are re-read every 500 ms: the revocation above is seen
 
 sub notify
 {
@@ -122,6 +123,7 @@ is_deeply([ map { $_->{event} } $bound->events ], [qw(config job)], 'a key bound
 	$c->disconnect;
 }
 $_->disconnect for ($jobs, $gw, $bound);
+sleep 1;    # the relay notices closed HTTP/1 clients within 250 ms
 
 # ---- heartbeat ----
 ok($all->read_until(qr/^: heartbeat\n\n/m, 5), 'comment heartbeat with a 1 s interval');
@@ -161,9 +163,15 @@ $old->disconnect;
 # Fall out of the 10,000-event window.
 my $first_id = $evs[0]{id};
 $all->disconnect;
+sleep 1;
+my $marker = sse_open($port, '/v1/stream?access_token=console-token&types=marker');
+$marker->response(5);
 $node->safe_psql('postgres', q{
 	SELECT pg_notify('machpay_events', json_build_object('type', 'bulk', 'i', g)::text)
 	FROM generate_series(1, 10050) g});
+notify('{"type":"marker"}');
+ok($marker->read_until(qr/event: marker\n/, 20), 'the relay took in 10,050 events');
+$marker->disconnect;
 my $probe = sse_open($port, '/v1/stream?access_token=console-token',
 	headers => { 'Last-Event-ID' => $first_id });
 $probe->response(5);
@@ -174,7 +182,7 @@ $probe->disconnect;
 my $inwin = sse_open($port, '/v1/stream?access_token=console-token',
 	headers => { 'Last-Event-ID' => $first_id + 60 + 8 });
 $inwin->response(5);
-ok($inwin->read_until(qr/"i":10050\}/, 20), 'a position inside the window replays to the head');
+ok($inwin->read_until(qr/"i" : 10050\}/, 20), 'a position inside the window replays to the head');
 my @w = grep { ($_->{event} // '') eq 'bulk' } $inwin->events;
 ok(@w > 9900 && @w < 10001, 'replay window holds 10,000 events (' . scalar(@w) . ' replayed)');
 $inwin->disconnect;
@@ -194,8 +202,7 @@ $inwin->disconnect;
 # ---- HTTP/2: many streams on one connection ----
 SKIP:
 {
-	my $nghttp = `command -v nghttp`;
-	chomp $nghttp;
+	my ($nghttp) = grep { -x $_ } map { "$_/nghttp" } split /:/, $ENV{PATH};
 	skip 'nghttp not installed', 2 unless $nghttp;
 	my $url = "http://127.0.0.1:$port/v1/stream?access_token=console-token";
 	my ($out, $err) = ('', '');
