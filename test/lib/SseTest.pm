@@ -100,17 +100,30 @@ sub read_some
 	return 1;
 }
 
-# Reads until the decoded body matches $re (or EOF / timeout); returns the match.
+# Reads until the decoded body matches $re (or EOF / timeout); returns the
+# match.  Only the text that arrived since the last call is searched (plus
+# some overlap), so reading a long stream stays linear.
 sub read_until
 {
 	my ($c, $re, $timeout) = @_;
 	my $deadline = time() + ($timeout // 10);
-	while (time() < $deadline)
+	my $from = $c->{scanned} // 0;
+	while (1)
 	{
-		return 1 if defined $c->{status} && $c->{body} =~ $re;
+		if (defined $c->{status})
+		{
+			my $start = $from > 65536 ? $from - 65536 : 0;
+			if (substr($c->{body}, $start) =~ $re)
+			{
+				$c->{scanned} = length($c->{body});
+				return 1;
+			}
+			$from = length($c->{body});
+		}
+		last if time() >= $deadline;
 		last unless $c->read_some(0.2);
 	}
-	return defined $c->{status} && $c->{body} =~ $re;
+	return 0;
 }
 
 # Reads the status line and headers, and the body of a non-streaming reply.
