@@ -207,7 +207,8 @@ SKIP:
 	my $url = "http://127.0.0.1:$port/v1/stream?access_token=console-token";
 	my ($out, $err) = ('', '');
 	require IPC::Run;
-	my $h = IPC::Run::start([ $nghttp, '-v', $url, "$url&types=h2" ],
+	# stdbuf: nghttp's stdout is a pipe here, line-buffer it so we see frames as they come.
+	my $h = IPC::Run::start([ 'stdbuf', '-oL', $nghttp, '-v', $url, "$url&types=h2" ],
 		'>', \$out, '2>', \$err, IPC::Run::timeout(30));
 	my %streams;
 	for (1 .. 100)
