@@ -520,6 +520,8 @@ sse_worker_main(Datum main_arg)
 							 db_state == SSE_DB_CONNECTING ? 10 : SSE_LOOP_WAIT_MS);
 		if (!PostmasterIsAlive())
 			proc_exit(1);
+		/* Absorbs procsignal barriers (DROP DATABASE waits for them). */
+		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

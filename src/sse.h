@@ -35,8 +35,8 @@
 #define SSE_CLIENT_WRITE_CHUNK	(256 * 1024)
 #define SSE_RELAY_TURN_BYTES	(128 * 1024)
 
-/* Largest payload reassembled from parts; larger ones are reported. */
-#define SSE_MAX_PAYLOAD			(16 * 1024 * 1024)
+/* Largest payload reassembled from parts (machpay.max_body_size's default). */
+#define SSE_MAX_PAYLOAD			(8 * 1024 * 1024)
 
 typedef struct SseEvent
 {

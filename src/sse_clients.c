@@ -561,7 +561,7 @@ on_req(h2o_handler_t *self, h2o_req_t *req)
 
 	if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/stream")))
 	{
-		if (is_get)
+		if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")))
 			handle_stream(req);
 		else if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS")))
 		{

@@ -232,5 +232,25 @@ SKIP:
 	is($hellos, 2, 'each HTTP/2 stream received the event');
 }
 
+# ---- machpay.auth = off (reloadable) skips the key check ----
+$node->safe_psql('postgres', 'ALTER SYSTEM SET machpay.auth = off');
+$node->reload;
+my $open_status = 0;
+for (1 .. 50)
+{
+	my $c = sse_open($port, '/v1/stream');
+	$open_status = $c->response(5);
+	$c->disconnect;
+	last if $open_status == 200;
+	select(undef, undef, undef, 0.2);
+}
+is($open_status, 200, 'machpay.auth = off: no key needed');
+
+# DROP DATABASE waits for every process to absorb a procsignal barrier:
+# the relay's loop must not block it.
+$node->safe_psql('postgres', 'CREATE DATABASE sse_scratch');
+$node->safe_psql('postgres', 'DROP DATABASE sse_scratch');
+pass('DROP DATABASE completes with the relay running');
+
 $node->stop;
 done_testing();
