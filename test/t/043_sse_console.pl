@@ -65,7 +65,7 @@ $node->safe_psql('postgres', qq{
 		'nonce', g::text, 'amount', (123456789 * g)::text, 'token', 'So11111111111111111111111111111111111111112',
 		'status', 'PENDING', 'created_at', now()))
 	FROM generate_series(1, 3) g;
-	SELECT machpay.notify_event('{"type":"ingest","origin":"http","rows":{"metrics":20,"debug_logs":2}}');
+	SELECT machpay.notify_event('{"type":"ingest","origin":"http","rows":{"metrics":20,"debug_logs":2,"payment_intents":3,"ingest_rejects":1},"events":{"gateway":1,"sdk":0,"payment_intent":3,"log":2},"intents_duplicate":0}');
 	SELECT machpay.notify_event('{"type":"job","job":"maintenance","status":"failed","rows":0,"error":"archive directory missing"}');
 	SELECT machpay.notify_event('{"type":"gateway","entity_id":"GatewayTelemetry1111111111111111111111111"}');
 });
@@ -85,7 +85,8 @@ ok(wait_js(q{document.getElementById('gateways').tBodies[0].rows.length === 2}, 
 my $gws = $cdp->eval(q{document.getElementById('gateways').innerText});
 like($gws, qr/\Q$gw\E/, 'gateway of the intents listed as seen in the last minute');
 like($gws, qr/GatewayTelemetry1111/, 'gateway telemetry event listed');
-ok(wait_js(q{Number(document.getElementById('rps').textContent) > 0}, 10), 'rows/s computed from ingest events');
+ok(wait_js(q{Number(document.getElementById('rps').textContent) > 0}, 10), 'rows/s computed from the ingest summary');
+ok(wait_js(q{Number(document.getElementById('eps').textContent) > 0}, 10), 'events/s computed from the ingest summary');
 
 my $shot = "$PostgreSQL::Test::Utils::log_path/043_sse_console.png";
 ok($cdp->screenshot($shot) > 10000, "screenshot kept: $shot");
