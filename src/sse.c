@@ -92,7 +92,8 @@ static PGconn *db_conn = NULL;
 static h2o_socket_t *db_sock = NULL;
 static uint64 db_next_attempt = 0;
 static int	db_backoff_ms = SSE_BACKOFF_MIN_MS;
-static bool db_outage_logged = false;
+static bool db_lost_logged = false;	/* one line per outage ... */
+static bool db_refused_logged = false;	/* ... and one per kind of failure */
 static bool db_ever_ready = false;
 static uint64 keys_next_load = 0;
 static bool keys_error_logged = false;
@@ -250,19 +251,23 @@ db_fail(const char *what, const char *detail)
 	len = strlen(msg);
 	while (len > 0 && msg[len - 1] == ' ')
 		msg[--len] = '\0';
-	if (!db_outage_logged)
+	if (db_state == SSE_DB_CONNECTING || db_state == SSE_DB_WAITING)
 	{
-		if (db_state == SSE_DB_CONNECTING || db_state == SSE_DB_WAITING)
+		if (!db_refused_logged)
 			ereport(LOG,
 					(errmsg("sse relay %s: %s", what, msg),
 					 errhint("The relay LISTENs through a libpq connection over the local socket in \"%s\" as user \"%s\" to database \"%s\"; pg_hba.conf needs a line such as \"local %s %s peer\" (or trust). It retries by itself.",
 							 Unix_socket_directories ? Unix_socket_directories : "",
 							 superuser_name, machpay_database, machpay_database, superuser_name)));
-		else
+		db_refused_logged = true;
+	}
+	else
+	{
+		if (!db_lost_logged)
 			ereport(LOG,
 					(errmsg("sse relay %s: %s", what, msg),
 					 errdetail("It reconnects by itself; clients stay connected.")));
-		db_outage_logged = true;
+		db_lost_logged = true;
 	}
 	db_disconnect();
 	db_state = SSE_DB_WAITING;
@@ -361,13 +366,13 @@ db_handle_result(PGresult *res)
 		}
 		db_state = SSE_DB_READY;
 		db_backoff_ms = SSE_BACKOFF_MIN_MS;
-		if (db_outage_logged || db_ever_ready)
+		if (db_lost_logged || db_refused_logged || db_ever_ready)
 			ereport(LOG, (errmsg("sse relay reconnected to database \"%s\" and listens on " MACHPAY_NOTIFY_CHANNEL " again; notifications sent while it was away are missed",
 								 machpay_database)));
 		else
 			ereport(LOG, (errmsg("sse relay listens on " MACHPAY_NOTIFY_CHANNEL " in database \"%s\"",
 								 machpay_database)));
-		db_outage_logged = false;
+		db_lost_logged = db_refused_logged = false;
 		db_ever_ready = true;
 		keys_next_load = 0;
 	}

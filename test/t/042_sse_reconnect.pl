@@ -54,6 +54,37 @@ ok($r->read_until(qr/event: after_restart\n/), 'events flow after the restart');
 my ($new) = grep { ($_->{event} // '') eq 'after_restart' } $r->events;
 cmp_ok($new->{id}, '>', $after->{id}, 'ids keep growing across a restart');
 
+# Refused by pg_hba.conf: one clear log line with the hint, retries, and
+# it is back once the line is fixed.  The test itself talks to template1.
+my $hba = $node->data_dir . '/pg_hba.conf';
+my $orig = PostgreSQL::Test::Utils::slurp_file($hba);
+open(my $fh, '>', $hba) or die $!;
+print $fh "local postgres all reject\n$orig";
+close $fh;
+$node->reload;
+my $pid = $node->safe_psql('template1', $listener_q);
+$node->safe_psql('template1', "SELECT pg_terminate_backend($pid)");
+my $refused = 0;
+for (1 .. 100)
+{
+	$refused = 1 if $node->log_contains('sse relay could not connect to its database: .*pg_hba.conf rejects');
+	last if $refused;
+	select(undef, undef, undef, 0.2);
+}
+ok($refused, 'refused connection logged');
+ok($node->log_contains('HINT:  The relay LISTENs through a libpq connection over the local socket'),
+	'with the pg_hba.conf hint');
+open($fh, '>', $hba) or die $!;
+print $fh $orig;
+close $fh;
+$node->reload;
+ok($node->poll_query_until('template1', qq{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	WHERE application_name = 'machpay_sse_listener' AND query LIKE 'SELECT encode%'}),
+	'relay connects again once pg_hba.conf lets it in');
+$node->safe_psql('postgres', q{NOTIFY machpay_events, '{"type":"after_hba"}'});
+ok($r->read_until(qr/event: after_hba\n/), 'the connected client receives events again');
+
 $r->disconnect;
 $node->stop;
 done_testing();
