@@ -31,7 +31,7 @@ SELECT h0 + m, series_id, v FROM t, s,
 
 -- Hours 0 and 1, explicitly: e1/cpu twice, route once, e2 once.
 SELECT machpay.run_rollup(h0, h0 + interval '2 hours') FROM t;
-SELECT st.bucket - h0 AS hour, entity_id, metric_name, labels, samples, sum, min, max, last
+SELECT extract(epoch FROM st.bucket - h0)::int / 3600 AS hour, entity_id, metric_name, labels, samples, sum, min, max, last
   FROM machpay.stats_1h st, t
  WHERE entity_id LIKE 'rollup-%' ORDER BY 1, 2, 3;
 
@@ -58,7 +58,7 @@ INSERT INTO machpay.rollup_invalidations (bucket) SELECT h0 FROM t
                                        marked_at = now();
 SELECT machpay.run_rollup() >= 2 AS rerolled;
 SELECT count(*) AS marks_left FROM machpay.rollup_invalidations, t WHERE bucket = h0;
-SELECT st.bucket - h0 AS hour, entity_id, metric_name, samples, sum, min, max, last
+SELECT extract(epoch FROM st.bucket - h0)::int / 3600 AS hour, entity_id, metric_name, samples, sum, min, max, last
   FROM machpay.stats_1h st, t
  WHERE entity_id LIKE 'rollup-%' AND metric_name = 'cpu' ORDER BY 1, 2;
 SELECT watermark = date_trunc('hour', now()) AS watermark_at_current_hour FROM machpay.rollup_state;
