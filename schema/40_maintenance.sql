@@ -40,7 +40,9 @@ CREATE AGGREGATE machpay.last(float8, timestamptz) (
 COMMENT ON AGGREGATE machpay.last(float8, timestamptz) IS
     'Value at the latest time; ties go to the larger value';
 
--- Upsert the hourly stats of [p_from, p_to) in one statement.  Aggregating
+-- Upsert the hourly stats of [p_from, p_to) in one statement.  The sum is
+-- taken in numeric and rounded once: a float8 sum depends on the order rows
+-- are read in, and a re-roll of the same rows must give the same stats.  Aggregating
 -- by series_id first and joining the dictionary after keeps the join to one
 -- row per series.  Unchanged rows are not rewritten, so a re-run is cheap
 -- and returns 0.
@@ -53,7 +55,7 @@ BEGIN
            (bucket, entity_id, metric_name, labels, samples, sum, min, max, last)
     SELECT a.bucket, s.entity_id, s.metric_name, s.labels, a.samples, a.sum, a.min, a.max, a.last
       FROM (SELECT date_trunc('hour', p.time) AS bucket, p.series_id,
-                   count(*) AS samples, sum(p.value) AS sum, min(p.value) AS min,
+                   count(*) AS samples, sum(p.value::numeric)::float8 AS sum, min(p.value) AS min,
                    max(p.value) AS max, machpay.last(p.value, p.time) AS last
               FROM machpay.metric_points p
              WHERE p.time >= p_from AND p.time < p_to
@@ -73,12 +75,14 @@ $$;
 -- in [date_trunc('hour', p_from), p_to).  Without: the closed hours marked
 -- in rollup_invalidations, so the cost follows the new data.
 --
--- The marks are deleted (row-locked) before the points are read: a writer
+-- The marks are locked and deleted before the points are read: a writer
 -- adding rows to a marked hour upserts the mark in its own transaction, so
--- it either committed before the DELETE (its rows are visible to the next
+-- it either committed before our lock (its rows are visible to the next
 -- statement's snapshot: READ COMMITTED) or it waits for our commit and
 -- re-inserts the mark for the next run.  Either way no row is missed.
--- Returns the number of stats_1h rows inserted or changed.
+-- Marks are locked in bucket order; a writer that upserts several marks in
+-- one transaction should do so in bucket order too, so the two never
+-- deadlock.  Returns the number of stats_1h rows inserted or changed.
 CREATE FUNCTION machpay._rollup(p_from timestamptz DEFAULT NULL, p_to timestamptz DEFAULT NULL,
                                 p_now timestamptz DEFAULT now()) RETURNS bigint
 LANGUAGE plpgsql AS $$
@@ -87,22 +91,25 @@ DECLARE
     v_from   timestamptz;
     v_to     timestamptz;
     v_bucket timestamptz;
+    v_marks  timestamptz[];
     n        bigint := 0;
 BEGIN
     IF p_from IS NOT NULL OR p_to IS NOT NULL THEN
         v_from := date_trunc('hour', coalesce(p_from, '-infinity'));
         v_to := least(coalesce(p_to, v_closed), v_closed);
         IF v_to > v_from THEN
-            DELETE FROM machpay.rollup_invalidations
-             WHERE bucket >= v_from AND bucket < v_to;
+            v_marks := ARRAY(SELECT bucket FROM machpay.rollup_invalidations
+                              WHERE bucket >= v_from AND bucket < v_to ORDER BY bucket FOR UPDATE);
+            DELETE FROM machpay.rollup_invalidations WHERE bucket = ANY (v_marks);
             n := machpay._rollup_range(v_from, v_to);
         END IF;
         RETURN n;
     END IF;
 
-    FOR v_bucket IN
-        DELETE FROM machpay.rollup_invalidations WHERE bucket < v_closed RETURNING bucket
-    LOOP
+    v_marks := ARRAY(SELECT bucket FROM machpay.rollup_invalidations
+                      WHERE bucket < v_closed ORDER BY bucket FOR UPDATE);
+    DELETE FROM machpay.rollup_invalidations WHERE bucket = ANY (v_marks);
+    FOREACH v_bucket IN ARRAY v_marks LOOP
         n := n + machpay._rollup_range(v_bucket, v_bucket + interval '1 hour');
     END LOOP;
     UPDATE machpay.rollup_state
