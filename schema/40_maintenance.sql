@@ -298,12 +298,15 @@ AS 'MODULE_PATHNAME', 'machpay_run_maintenance' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION machpay.run_maintenance(timestamptz, boolean) IS
     'Create partitions ahead and drop/archive expired ones by retention_policies, as if the time were p_now';
 
--- The internals write files and drop tables with the caller's rights
--- checked in C; nobody but the owner calls them directly.
+-- The jobs drop tables and write server files: they are the DBA's (and the
+-- worker's, a superuser).  _archive_partition also checks
+-- pg_write_server_files itself, since it takes a directory argument.
 REVOKE ALL ON FUNCTION machpay._archive_partition(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION machpay._maintenance(timestamptz, boolean, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION machpay._rollup(timestamptz, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION machpay._release_member(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION machpay.run_rollup(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION machpay.run_maintenance(timestamptz, boolean) FROM PUBLIC;
 
 -- Failed runs with their errors, newest first.
 CREATE VIEW machpay.job_errors AS

@@ -12,8 +12,8 @@
  *
  * Schedule: runs fall on multiples of the interval (UTC) plus a small
  * offset (5 minutes for the hourly rollup: late reports of the hour that
- * just closed arrive first); both jobs also run once at start-up to catch
- * up.  A failed run is retried after 1 s, 2 s, 4 s ... (capped at one
+ * just closed arrive first); maintenance also runs once at start-up, in
+ * case the partitions ahead ran out while the server was down.  A failed run is retried after 1 s, 2 s, 4 s ... (capped at one
  * hour) with up to 25% jitter, instead of its next slot.  When a manual
  * run holds the job's lock the worker does not wait: it tries again a
  * little later (JOB_BUSY_RETRY_MS).
@@ -117,8 +117,14 @@ apply_intervals(bool first)
 			continue;
 		schedules[j].interval_s = interval_s;
 		schedules[j].failures = 0;
-		/* at start-up, run at once to catch up; on a change, at the new slot */
-		schedules[j].next_run = first ? now : (interval_s > 0 ? next_slot(interval_s, now) : 0);
+		/*
+		 * Maintenance runs at once at start-up: after a long stop the
+		 * partitions ahead may have run out.  Otherwise the next slot.
+		 */
+		if (first && j == JOB_MAINTENANCE)
+			schedules[j].next_run = now;
+		else
+			schedules[j].next_run = interval_s > 0 ? next_slot(interval_s, now) : 0;
 		if (!first)
 			ereport(LOG,
 					(errmsg("%s: %s job %s", WORKER_ROLE, job_name((JobKind) j),

@@ -5,10 +5,9 @@
  * `last` of an hour is the value at its latest time.  In SQL that is an
  * ordered aggregate (array_agg ... ORDER BY time DESC), which sorts every
  * group; this keeps one (time, value) pair per group instead, as cheap as
- * max().  At equal times the larger value (float8 order: NaN
- * largest) wins, so the result does not
- * depend on the order rows are read in.  The rollup itself is SQL
- * (machpay._rollup in schema/40_maintenance.sql).
+ * max().  At equal times the larger value (float8 order: NaN largest)
+ * wins, so the result does not depend on the order rows are read in.  The
+ * rollup itself is SQL (machpay._rollup in schema/40_maintenance.sql).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
