@@ -124,9 +124,11 @@ $$;
 -- decision of its own (rollup state, archive) that drop_partition_time
 -- cannot make.  p_archive_directory: '' or NULL moves expired intents to
 -- schema machpay_archive.
+-- In UTC, like the install script (_create_parent): partition names and
+-- bounds follow the session's time zone.
 CREATE FUNCTION machpay._maintenance(p_now timestamptz, p_dry_run boolean, p_archive_directory text)
 RETURNS TABLE(action text, parent_table text, partition text, detail text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
 DECLARE
     v_ps       text := machpay._partman_schema();
     v_major    int := machpay._partman_major();

@@ -2,6 +2,8 @@ SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiv
 -- Partition maintenance with explicit p_now.  Every scenario runs in a
 -- transaction that is rolled back, so the partitions other files rely on
 -- stay as installed.  Outputs are counts and booleans, never dates.
+-- Partitions are bounded in UTC days, hours and months.
+SET TimeZone = 'UTC';
 CREATE TEMP TABLE d AS SELECT date_trunc('day', now()) AS d0, date_trunc('month', now()) AS m0;
 -- pg_partman is in schema public here (CREATE EXTENSION ... CASCADE).
 -- Whether the partition of parent holding ts exists (and is attached).
@@ -126,5 +128,7 @@ SELECT encode(sha256(pg_read_binary_file(format('%s/%s.csv.gz', dir, partition_t
 ROLLBACK;
 
 -- A dry run changes nothing and is not recorded.
+CREATE TEMP TABLE runs AS SELECT count(*) AS n FROM machpay.job_runs;
 SELECT count(*) > 0 AS would_act FROM machpay.run_maintenance(now() + interval '30 days', true);
-SELECT pg_temp.has_part('machpay.metric_points', now() + interval '30 days') AS created;
+SELECT pg_temp.has_part('machpay.metric_points', now() + interval '30 days') AS created,
+       (SELECT count(*) FROM machpay.job_runs) - n AS new_runs FROM runs;

@@ -90,3 +90,11 @@ SELECT machpay.last(v, ts) FROM (VALUES (1.0::float8, '2024-01-01 00:00+00'::tim
                                          (3.0, '2024-01-01 00:01+00'), (2.0, '2024-01-01 00:01+00'),
                                          (NULL, '2024-01-01 00:02+00')) AS x(v, ts);
 SELECT machpay.last(v, ts) FROM (VALUES (1.0::float8, NULL::timestamptz)) AS x(v, ts);
+
+-- A manual run holds the job's advisory lock (the tag of
+-- pg_advisory_lock(1835098984, 0); maintenance is 1) until its transaction
+-- ends: the worker skips its run meanwhile, another manual run waits.
+BEGIN;
+SELECT machpay.run_rollup(h0, h0 + interval '1 hour') FROM t;
+SELECT classid, objid, objsubid, mode FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+ROLLBACK;

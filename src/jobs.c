@@ -184,18 +184,33 @@ job_run_body(JobKind job)
 	Datum		values[1];
 	bool		isnull;
 	Datum		d;
-	const char *sql;
 
 	if (job == JOB_ROLLUP)
-		sql = "SELECT machpay._rollup()";
-	else
-		sql = "SELECT count(*) FROM machpay._maintenance(now(), false, $1)";
+	{
+		if (SPI_execute("SELECT machpay._rollup()", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "rollup run returned no result");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		return isnull ? 0 : DatumGetInt64(d);
+	}
+
+	/* Partitions dropped or archived are worth a line each in the log. */
 	values[0] = CStringGetTextDatum(machpay_archive_directory ? machpay_archive_directory : "");
-	if (SPI_execute_with_args(sql, job == JOB_ROLLUP ? 0 : 1, argtypes, values, NULL,
-							  false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "%s run returned no result", job_names[job]);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetInt64(d);
+	if (SPI_execute_with_args("SELECT action, parent_table, partition, detail "
+							  "FROM machpay._maintenance(now(), false, $1)",
+							  1, argtypes, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "maintenance run returned no result");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *action = SPI_getvalue(tup, desc, 1);
+
+		ereport(strcmp(action, "create") == 0 ? DEBUG1 : LOG,
+				(errmsg("machpay maintenance: %s %s: %s", action,
+						SPI_getvalue(tup, desc, 3) ? SPI_getvalue(tup, desc, 3) : SPI_getvalue(tup, desc, 2),
+						SPI_getvalue(tup, desc, 4) ? SPI_getvalue(tup, desc, 4) : "")));
+	}
+	return (int64) SPI_processed;
 }
 
 /* machpay.run_rollup(p_from, p_to): a manual rollup run. */
