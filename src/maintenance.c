@@ -255,6 +255,9 @@ run_due_jobs(void)
 				break;
 			case JOB_OUTCOME_BUSY:
 				s->next_run = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), JOB_BUSY_RETRY_MS);
+				ereport(LOG,
+						(errmsg("%s: %s run postponed by %d ms: a manual run holds the job's lock",
+								WORKER_ROLE, job_name((JobKind) j), JOB_BUSY_RETRY_MS)));
 				break;
 			case JOB_OUTCOME_FAILED:
 				{

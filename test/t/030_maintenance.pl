@@ -44,6 +44,23 @@ my $out = $node->safe_psql('postgres', q{
 like($out, qr/"type":"job","job":"rollup","run_id":\d+,"status":"succeeded","rows":0,"manual":true/,
 	'manual run emits a job event');
 
+# While a manual run holds the rollup's lock (the same advisory lock a DBA
+# can take by hand), the worker does not start a rollup run; it postpones.
+my $log_offset = -s $node->logfile;
+my $bg = $node->background_psql('postgres');
+$bg->query_safe('SELECT pg_advisory_lock(1835098984, 0)');
+ok(wait_for_log($node, qr/rollup run postponed by \d+ ms: a manual run holds the job's lock/, $log_offset),
+	'worker postpones the rollup while the lock is held');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM machpay.job_runs WHERE status = 'running'}),
+	'0', 'no run started meanwhile');
+my $before = $node->safe_psql('postgres', q{SELECT max(run_id) FROM machpay.job_runs});
+$bg->query_safe('SELECT pg_advisory_unlock(1835098984, 0)');
+$bg->quit;
+ok( $node->poll_query_until('postgres', qq{
+	SELECT count(*) > 0 FROM machpay.job_runs
+	 WHERE job = 'rollup' AND status = 'succeeded' AND run_id > $before}),
+	'rollup runs once the lock is free');
+
 # kill -9 during a run: hold the rollup inside its run with a trigger that
 # waits while tap_block has a row, then kill the worker.
 $node->safe_psql('postgres', q{
@@ -82,7 +99,7 @@ $node->safe_psql('postgres', 'DROP TRIGGER tap_wait ON machpay.rollup_state');
 
 # A failing job is retried with exponential backoff, each failure recorded
 # with its error and SQLSTATE.
-my $log_offset = -s $node->logfile;
+$log_offset = -s $node->logfile;
 my $last_ok = $node->safe_psql('postgres', q{SELECT max(run_id) FROM machpay.job_runs});
 $node->safe_psql('postgres', q{
 	CREATE FUNCTION tap_fail() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -129,7 +146,7 @@ done_testing();
 sub wait_for_log
 {
 	my ($n, $re, $offset) = @_;
-	for (1 .. 100)
+	for (1 .. 300)
 	{
 		return 1 if slurp_file($n->logfile, $offset) =~ $re;
 		select(undef, undef, undef, 0.1);
