@@ -10,6 +10,23 @@ CREATE SCHEMA machpay_archive;
 COMMENT ON SCHEMA machpay_archive IS
     'Expired payment_intents partitions, detached, when machpay.archive_directory is empty';
 
+-- Every partition archived by maintenance: where it went and what range it
+-- held.  Copies kept in schema machpay_archive are dropped once the range
+-- passes the table's retention.
+CREATE TABLE machpay.archived_partitions (
+    partition    text PRIMARY KEY,           -- schema-qualified name it had
+    parent_table text NOT NULL,
+    range_start  timestamptz NOT NULL,
+    range_end    timestamptz NOT NULL,
+    rows         bigint,
+    location     text NOT NULL,              -- file path, or machpay_archive.<name>
+    sha256       text,                       -- of the .csv.gz file
+    archived_at  timestamptz NOT NULL DEFAULT now(),
+    dropped_at   timestamptz                 -- the machpay_archive copy, past retention
+);
+-- Rows written at run time: pg_dump must carry them.
+SELECT pg_catalog.pg_extension_config_dump('machpay.archived_partitions', '');
+
 -- Everything before the watermark was rolled up by an argument-less run,
 -- except the hours that still have a mark in rollup_invalidations.  NULL:
 -- nothing rolled up yet.  Maintenance never drops raw metrics past it.
@@ -222,6 +239,12 @@ BEGIN
                     ELSE
                         SELECT * INTO v_arch FROM machpay._archive_partition(partition::regclass, p_archive_directory);
                         EXECUTE format('DROP TABLE %I.%I', ch.s, ch.t);
+                        INSERT INTO machpay.archived_partitions AS a
+                               (partition, parent_table, range_start, range_end, rows, location, sha256)
+                        VALUES (partition, v_parent, v_start, v_end, v_arch.rows, v_arch.path, v_arch.sha256)
+                        ON CONFLICT ON CONSTRAINT archived_partitions_pkey DO UPDATE
+                           SET rows = EXCLUDED.rows, location = EXCLUDED.location, sha256 = EXCLUDED.sha256,
+                               archived_at = now(), dropped_at = NULL;
                         detail := format('%s rows to %s, sha256 %s verified, dropped',
                                          v_arch.rows, v_arch.path, v_arch.sha256);
                     END IF;
@@ -230,6 +253,11 @@ BEGIN
                     IF NOT p_dry_run THEN
                         EXECUTE format('ALTER TABLE %s DETACH PARTITION %I.%I', v_parent, ch.s, ch.t);
                         EXECUTE format('ALTER TABLE %I.%I SET SCHEMA machpay_archive', ch.s, ch.t);
+                        INSERT INTO machpay.archived_partitions AS a
+                               (partition, parent_table, range_start, range_end, location)
+                        VALUES (partition, v_parent, v_start, v_end, format('machpay_archive.%I', ch.t))
+                        ON CONFLICT ON CONSTRAINT archived_partitions_pkey DO UPDATE
+                           SET location = EXCLUDED.location, archived_at = now(), dropped_at = NULL;
                     END IF;
                     detail := 'detached to schema machpay_archive' || v_dry;
                 END IF;
@@ -263,6 +291,23 @@ BEGIN
                 detail := format('ended %s, retention %s', v_end, pol.retention) || v_dry;
                 RETURN NEXT;
             END IF;
+        END LOOP;
+
+        -- Copies in machpay_archive go when their range passes retention.
+        FOR v_arch IN SELECT a.partition AS p, a.location AS l, a.range_end AS e
+                        FROM machpay.archived_partitions a
+                       WHERE a.parent_table = v_parent AND a.dropped_at IS NULL
+                         AND a.location LIKE 'machpay\_archive.%' AND a.range_end <= p_now - pol.retention
+                       ORDER BY a.range_end LOOP
+            action := 'drop'; parent_table := v_parent; partition := v_arch.l;
+            IF NOT p_dry_run THEN
+                IF to_regclass(v_arch.l) IS NOT NULL THEN
+                    EXECUTE format('DROP TABLE %s', v_arch.l);
+                END IF;
+                UPDATE machpay.archived_partitions SET dropped_at = now() WHERE archived_partitions.partition = v_arch.p;
+            END IF;
+            detail := format('archived copy ended %s, retention %s', v_arch.e, pol.retention) || v_dry;
+            RETURN NEXT;
         END LOOP;
     END LOOP;
 END

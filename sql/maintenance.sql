@@ -102,6 +102,13 @@ SELECT c.relispartition, (xpath('/row/n/text()', query_to_xml(format('SELECT cou
   FROM cur JOIN pg_class c ON c.relname = partition_table
   JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'machpay_archive';
 SELECT pg_temp.has_part('machpay.payment_intents', (SELECT m0 FROM d) + interval '1 month') AS next_month_attached;
+SELECT location = 'machpay_archive.' || partition_table AS registered, range_start = m0 AS range_ok
+  FROM machpay.archived_partitions, cur, d WHERE partition = 'machpay.' || partition_table;
+-- five years after its end (retention) the archived copy goes too
+SELECT action, partition = 'machpay_archive.' || partition_table AS archived_copy
+  FROM machpay.run_maintenance((SELECT m0 FROM d) + interval '1 month' + interval '5 years'), cur
+ WHERE parent_table = 'machpay.payment_intents' AND partition LIKE 'machpay\_archive.%';
+SELECT to_regclass('machpay_archive.' || partition_table) IS NULL AS gone FROM cur;
 ROLLBACK;
 
 -- 6. With a directory they are exported as <partition>.csv.gz plus a
@@ -125,6 +132,8 @@ SELECT encode(sha256(pg_read_binary_file(format('%s/%s.csv.gz', dir, partition_t
        pg_temp.has_part('machpay.payment_intents', now()) AS still_attached,
        to_regclass('machpay.' || partition_table) IS NULL AS dropped
   FROM arch;
+SELECT rows, location = format('%s/%s.csv.gz', dir, partition_table) AS registered
+  FROM machpay.archived_partitions, arch WHERE partition = 'machpay.' || partition_table;
 ROLLBACK;
 
 -- A dry run changes nothing and is not recorded.
