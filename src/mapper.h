@@ -73,7 +73,13 @@ typedef struct MapResult
 	StringInfoData rows;		/* the row batch */
 } MapResult;
 
-/* Body as sent over HTTP: one object, an array of objects, or NDJSON. */
+/*
+ * Body as sent over HTTP: one object, an array of objects, or NDJSON.  An
+ * event's index is its array position, or for NDJSON the line's 0-based
+ * position among non-empty lines (blank lines are not counted).  With
+ * MAP_BAD_REQUEST, result->rows is empty and all counts are zero;
+ * map_response_json() then writes {"error":"bad_request","message":...}.
+ */
 extern void map_json_text(const char *body, size_t len, bool ndjson,
 						  const MapOptions *opts, MapResult *result);
 
@@ -81,6 +87,14 @@ extern void map_json_text(const char *body, size_t len, bool ndjson,
 #include "utils/jsonb.h"
 /* The same mapping from a jsonb value (machpay.ingest()). */
 extern void map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result);
+
+/*
+ * map_options_init() plus the settings of the running server: the
+ * machpay.max_clock_skew GUC and the metrics/debug_logs retention from
+ * machpay.retention_policies (defaults when absent).  Needs a transaction
+ * (uses SPI); for SQL callers such as machpay.ingest() (mapper_sql.c).
+ */
+extern void map_options_load(MapOptions *opts, TimestampTz now);
 #endif
 
 /* The outcome of one stored intent, in the order of the batch's ROW_INTENT rows. */

@@ -28,6 +28,8 @@ typedef struct WriteResult
 
 /*
  * Store the batch; ereports on failure (the caller's transaction aborts).
+ * The writer sets every field of *result but events_by_source (the
+ * caller's); result->intents is allocated in the caller's memory context.
  * Also, in the same transaction: marks the hours that received metric rows
  * in machpay.rollup_invalidations (so the rollup re-rolls late data), and
  * queues the `payment_intent` (new intents only) and `config` notifications,
