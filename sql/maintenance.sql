@@ -1,9 +1,15 @@
 SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiver CASCADE; RESET client_min_messages;
 -- Partition maintenance with explicit p_now.  Every scenario runs in a
 -- transaction that is rolled back, so the partitions other files rely on
--- stay as installed.  Outputs are counts and booleans, never dates.
+-- stay as installed; each starts by emptying the partitioned tables (rolled
+-- back too) so rows other files left do not change its outcome.  Outputs
+-- are counts and booleans, never dates.
 -- Partitions are bounded in UTC days, hours and months.
 SET TimeZone = 'UTC';
+CREATE FUNCTION pg_temp.empty() RETURNS void LANGUAGE sql AS $$
+    TRUNCATE machpay.metric_points, machpay.rollup_invalidations, machpay.payment_intents,
+             machpay.debug_logs, machpay.ingest_rejects
+$$;
 CREATE TEMP TABLE d AS SELECT date_trunc('day', now()) AS d0, date_trunc('month', now()) AS m0;
 -- pg_partman is in schema public here (CREATE EXTENSION ... CASCADE).
 -- Whether the partition of parent holding ts exists (and is attached).
@@ -17,6 +23,7 @@ $$;
 -- 1. Twenty days ahead: partitions are made ahead (premake) and back to the
 -- retention limit, expired ones dropped; a second run has nothing to do.
 BEGIN;
+SELECT pg_temp.empty();
 SELECT action, parent_table, count(*) > 0 AS some
   FROM machpay.run_maintenance(now() + interval '20 days') GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT c.parent_table,
@@ -37,6 +44,7 @@ ROLLBACK;
 -- d0 - 1 (ending d0) is exactly 14 days old and goes; one microsecond
 -- earlier it stays, and day d0 stays in both.
 BEGIN;
+SELECT pg_temp.empty();
 SELECT count(*) FILTER (WHERE action = 'drop' AND parent_table = 'machpay.metric_points'
                           AND partition = (SELECT 'machpay.' || partition_table FROM show_partition_name('machpay.metric_points', (d0 - interval '1 day')::text)))
        AS drops_day_before
@@ -50,6 +58,7 @@ ROLLBACK;
 
 -- 3. Raw metrics that are not rolled up are never dropped.
 BEGIN;
+SELECT pg_temp.empty();
 INSERT INTO machpay.metric_series (entity_id, metric_name) VALUES ('maint-e1', 'cpu');
 INSERT INTO machpay.metric_points (time, series_id, value)
 SELECT d0 - interval '1 day' + interval '5 hours', series_id, 42 FROM d, machpay.metric_series
@@ -78,6 +87,7 @@ ROLLBACK;
 
 -- 4. A DBA's UPDATE of retention_policies applies at the next run.
 BEGIN;
+SELECT pg_temp.empty();
 SELECT count(*) >= 0 AS normalised FROM machpay.run_maintenance((SELECT d0 FROM d) + interval '12 hours');
 SELECT count(*) AS more_drops FROM machpay.run_maintenance((SELECT d0 FROM d) + interval '12 hours')
  WHERE action = 'drop';
@@ -91,6 +101,7 @@ ROLLBACK;
 -- 5. Expired payment intents move to schema machpay_archive when no
 -- archive directory is set.
 BEGIN;
+SELECT pg_temp.empty();
 INSERT INTO machpay.payment_intents (id, gateway_id, agent_id, nonce, amount, token, signature, created_at)
 VALUES ('00000000-0000-0000-0000-000000000001', 'maint-gw', 'maint-agent', 1, 100, 'tok', 'sig', now()),
        ('00000000-0000-0000-0000-000000000002', 'maint-gw', 'maint-agent', 2, 18446744073709551615, 'tok', 'sig, "quoted"', now());
@@ -115,6 +126,7 @@ ROLLBACK;
 -- sha256sum line, verified, and dropped.  (machpay.archive_directory is a
 -- server setting; the internal function takes it as an argument here.)
 BEGIN;
+SELECT pg_temp.empty();
 INSERT INTO machpay.payment_intents (id, gateway_id, agent_id, nonce, amount, token, signature, created_at)
 VALUES ('00000000-0000-0000-0000-000000000003', 'maint-gw', 'maint-agent', 3, 7, 'tok', 'sig', now());
 CREATE TEMP TABLE arch AS

@@ -1,8 +1,8 @@
 SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiver CASCADE; RESET client_min_messages;
 -- Rollup exactness, idempotence, late data, last = value at the latest time.
--- All times are relative to h0, six hours ago on the hour; entities are
--- this file's own.
-CREATE TEMP TABLE t AS SELECT date_trunc('hour', now()) - interval '6 hours' AS h0;
+-- All times are relative to h0, on the hour nine days ago (where no other
+-- file writes); entities are this file's own.
+CREATE TEMP TABLE t AS SELECT date_trunc('hour', now()) - interval '9 days 6 hours' AS h0;
 INSERT INTO machpay.metric_series (entity_id, metric_name, labels) VALUES
     ('rollup-e1', 'cpu', '{}'),
     ('rollup-e1', 'route.requests', '{"route":"/a","status":"200"}'),
