@@ -11,6 +11,7 @@
 
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "machpay.h"
@@ -124,7 +125,9 @@ define_reloadable_gucs(void)
 void
 machpay_define_gucs(void)
 {
-	define_postmaster_gucs();
+	/* Defining PGC_POSTMASTER settings after start-up is FATAL. */
+	if (process_shared_preload_libraries_in_progress)
+		define_postmaster_gucs();
 	define_reloadable_gucs();
 	MarkGUCPrefixReserved("machpay");
 }

@@ -22,6 +22,44 @@ typedef enum StatCounter
 	STAT_INTENTS_DUPLICATE,
 	STAT_EVENTS_ACCEPTED,
 	STAT_EVENTS_REJECTED,
+	/* flusher (flusher.c, buffer.c) */
+	STAT_FLUSHES,					/* committed flushes */
+	STAT_FLUSH_FAILURES,			/* flush attempts that rolled back */
+	STAT_FLUSH_EVENTS,				/* events committed by the flusher */
+	STAT_EVENTS_DROPPED,			/* telemetry given up after the retry window */
+	STAT_INTENTS_FAILED,			/* intents answered 503: not committed in time */
+	STAT_FLUSH_DURATION_LE_1MS,		/* histogram, cumulative (Prometheus le) */
+	STAT_FLUSH_DURATION_LE_5MS,
+	STAT_FLUSH_DURATION_LE_10MS,
+	STAT_FLUSH_DURATION_LE_50MS,
+	STAT_FLUSH_DURATION_LE_100MS,
+	STAT_FLUSH_DURATION_LE_500MS,
+	STAT_FLUSH_DURATION_LE_1000MS,
+	STAT_FLUSH_DURATION_LE_INF,
+	STAT_FLUSH_DURATION_SUM_US,		/* histogram sum, microseconds */
+	/* ingest workers (http*.c, auth.c) */
+	STAT_AUTH_KEY_CHANGES,			/* DML on machpay.ingest_keys: workers reload keys */
+	STAT_HTTP_REQUESTS_200,			/* answers by status: http_requests_NNN */
+	STAT_HTTP_REQUESTS_202,
+	STAT_HTTP_REQUESTS_400,
+	STAT_HTTP_REQUESTS_401,
+	STAT_HTTP_REQUESTS_403,
+	STAT_HTTP_REQUESTS_404,
+	STAT_HTTP_REQUESTS_405,
+	STAT_HTTP_REQUESTS_411,
+	STAT_HTTP_REQUESTS_413,
+	STAT_HTTP_REQUESTS_415,
+	STAT_HTTP_REQUESTS_422,
+	STAT_HTTP_REQUESTS_429,
+	STAT_HTTP_REQUESTS_500,
+	STAT_HTTP_REQUESTS_503,
+	STAT_HTTP_REQUESTS_OTHER,
+	STAT_HTTP_EVENTS_ACCEPTED_GATEWAY,	/* events buffered, by source */
+	STAT_HTTP_EVENTS_ACCEPTED_SDK,
+	STAT_HTTP_EVENTS_ACCEPTED_PAYMENT_INTENT,
+	STAT_HTTP_EVENTS_ACCEPTED_LOG,
+	STAT_HTTP_EVENTS_REJECTED,		/* events rejected by validation */
+	STAT_HTTP_EVENTS_REFUSED,		/* events of requests answered 429/503 */
 	STAT_COUNTER_COUNT
 } StatCounter;
 
