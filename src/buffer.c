@@ -538,15 +538,17 @@ buffer_has_reserved(uint64 from)
 }
 
 /*
- * Take ready entries from *pos on, at most max_bytes of rows (but at least
- * one entry).  Calls take(entry, off, arg) for each and advances *pos.
+ * Take ready entries from *pos on, at most max_bytes of rows and about
+ * max_events events (but at least one entry).  Calls take(entry, off, arg) for each and advances *pos.
  * Stops at an entry still being copied.  Returns the number taken.
  */
 int
-buffer_take(uint64 *pos, Size max_bytes, buffer_take_cb take, void *arg)
+buffer_take(uint64 *pos, Size max_bytes, int64 max_events,
+			buffer_take_cb take, void *arg)
 {
 	int			n = 0;
 	Size		bytes = 0;
+	int64		events = 0;
 
 	for (;;)
 	{
@@ -581,7 +583,8 @@ buffer_take(uint64 *pos, Size max_bytes, buffer_take_cb take, void *arg)
 			continue;
 		}
 		ready = (e->state == ENTRY_READY);
-		if (ready && n > 0 && bytes + e->rows_len > max_bytes)
+		if (ready && n > 0 &&
+			(bytes + e->rows_len > max_bytes || events >= max_events))
 			ready = false;
 		if (ready)
 		{
@@ -592,6 +595,7 @@ buffer_take(uint64 *pos, Size max_bytes, buffer_take_cb take, void *arg)
 		if (!ready)
 			break;
 		bytes += e->rows_len;
+		events += e->nevents;
 		*pos += e->total;
 		take(e, off, arg);
 		n++;

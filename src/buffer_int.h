@@ -62,7 +62,8 @@ extern void buffer_flusher_set_accepting(bool accepting);
 extern void buffer_flusher_detach(void);
 extern void buffer_begin_shutdown(void);
 extern bool buffer_has_reserved(uint64 from);
-extern int	buffer_take(uint64 *pos, Size max_bytes, buffer_take_cb take, void *arg);
+extern int	buffer_take(uint64 *pos, Size max_bytes, int64 max_events,
+						buffer_take_cb take, void *arg);
 extern bool buffer_claim_tickets(BufferEntry **entries, int n);
 extern void buffer_unclaim_tickets(BufferEntry **entries, int n);
 extern bool buffer_entry_ticket_live(BufferEntry *e);

@@ -9,7 +9,7 @@
  * machpay.flush() asks.  A failed flush is split in halves to commit what
  * can be committed; the rest is kept and retried with capped exponential
  * backoff; telemetry is dropped (and counted) only after
- * FLUSH_RETRY_WINDOW_MS, intents fail their ticket (503) at their deadline,
+ * machpay.flush_retry_window, intents fail their ticket (503) at their deadline,
  * never silently.  On SIGTERM the buffer stops accepting and everything
  * accepted is flushed before exit.
  *-------------------------------------------------------------------------
@@ -41,8 +41,6 @@
 #define FLUSH_MAX_BATCH_BYTES	(32 * 1024 * 1024)
 #define FLUSH_BACKOFF_MIN_MS	100
 #define FLUSH_BACKOFF_MAX_MS	5000
-/* Telemetry that cannot be committed for this long is dropped. */
-#define FLUSH_RETRY_WINDOW_MS	60000
 /* On shutdown, keep retrying a failing flush this long before giving up. */
 #define FLUSH_SHUTDOWN_WINDOW_MS 20000
 /* Transactions one failed flush may spend isolating the entries at fault. */
@@ -83,6 +81,7 @@ static int	consecutive_failures = 0;
 static TimestampTz retry_at = 0;
 static TimestampTz last_flush = 0;
 static TimestampTz last_attempt = 0;
+static bool timer_due = false;	/* flush_interval passed: flush all that is ready */
 
 PGDLLEXPORT void flusher_main(Datum main_arg);
 
@@ -143,6 +142,17 @@ take_entry(BufferEntry *entry, uint64 off, void *arg)
 	batch[nbatch].first_failure = 0;
 	nbatch++;
 	batch_bytes += entry->rows_len;
+}
+
+static int64
+batch_events(void)
+{
+	int64		n = 0;
+
+	for (int i = 0; i < nbatch; i++)
+		if (!batch[i].finished)
+			n += batch[i].entry->nevents;
+	return n;
 }
 
 /* Forget finished entries, keeping seq order. */
@@ -468,8 +478,13 @@ flush_cycle(bool draining)
 	bool		full_attempt = true;
 	TimestampTz now;
 
+	/*
+	 * About batch_size events per transaction: bigger batches gain little
+	 * and make intents arriving meanwhile wait longer.
+	 */
 	if (batch_bytes < FLUSH_MAX_BATCH_BYTES)
-		(void) buffer_take(&take_pos, FLUSH_MAX_BATCH_BYTES - batch_bytes, take_entry, NULL);
+		(void) buffer_take(&take_pos, FLUSH_MAX_BATCH_BYTES - batch_bytes,
+						   Max(machpay_batch_size - batch_events(), 1), take_entry, NULL);
 	drop_dead_tickets(true);
 	if (nbatch == 0)
 	{
@@ -522,7 +537,8 @@ flush_cycle(bool draining)
 		if (res == ATTEMPT_FAILED)
 			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff);
 		drop_expired_telemetry(GetCurrentTimestamp(),
-							   draining ? FLUSH_SHUTDOWN_WINDOW_MS : FLUSH_RETRY_WINDOW_MS);
+							   draining ? FLUSH_SHUTDOWN_WINDOW_MS :
+							   machpay_flush_retry_window_s * 1000);
 	}
 	else if (res == ATTEMPT_COMMITTED && full_attempt && consecutive_failures > 0)
 	{
@@ -619,12 +635,17 @@ flusher_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		flush_now = requested || intents > 0 || ready >= machpay_batch_size ||
 			(nbatch > 0 && now >= retry_at);
-		/* The timer: entries with no events (dead letters only) count too. */
+		/*
+		 * The timer: entries with no events (dead letters only) count too.
+		 * Once due, everything ready then is flushed, batch after batch.
+		 */
 		if (pending && TimestampDifferenceExceeds(last_flush, now, machpay_flush_interval_ms))
 		{
-			flush_now = true;
+			timer_due = true;
 			last_flush = now;
 		}
+		if (timer_due && pending)
+			flush_now = true;
 
 		if (flush_now)
 		{
@@ -632,6 +653,7 @@ flusher_main(Datum main_arg)
 
 			if (res == ATTEMPT_COMMITTED)
 				continue;		/* more may be waiting */
+			timer_due = false;
 		}
 		else
 			publish_progress(0);	/* released tickets free space */

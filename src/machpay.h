@@ -37,6 +37,8 @@ extern char *machpay_tls_key_file;
 extern int	machpay_sse_max_clients;
 extern char *machpay_sse_allow_origin;
 extern bool machpay_notify_telemetry;
+extern int	machpay_flush_retry_window_s;	/* telemetry retried this long, then dropped */
+extern int	machpay_sse_heartbeat_interval_ms;	/* 0 = no heartbeat */
 
 extern void machpay_define_gucs(void);
 

@@ -90,6 +90,18 @@ ok($node->poll_query_until('postgres',
 	'batch_size events are flushed without flush()');
 $node->safe_psql('postgres', "ALTER SYSTEM RESET machpay.batch_size; SELECT pg_reload_conf()");
 
+# --- flush_interval flushes what waits
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET machpay.flush_interval = '200ms'; SELECT pg_reload_conf()");
+sleep(0.5);
+ingest($node, logs(30, 'timer'));
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 30 FROM machpay.debug_logs WHERE message LIKE 'timer %'"),
+	'flush_interval flushes waiting events without flush()');
+$node->safe_psql('postgres',
+	"ALTER SYSTEM RESET machpay.flush_interval; SELECT pg_reload_conf()");
+sleep(0.5);
+
 # --- intents are committed before buffer_ingest returns (group commit)
 $res = ingest($node, '[' . intent(1001) . ',' . intent(1002) . ']');
 like($res, qr/"intents":/, 'the answer carries the intents');
@@ -234,6 +246,21 @@ $node->safe_psql('postgres', 'SELECT machpay.flush()');
 is(count_logs($node, 'boom'), 3, 'kept telemetry lands once the failure is gone');
 like(ingest($node, intent(4001, 13)), qr/"duplicate": false/,
 	'the retried intent is stored once it can be');
+
+# Telemetry that cannot be written for machpay.flush_retry_window is dropped and counted.
+$node->safe_psql('postgres',
+	"ALTER TABLE machpay.debug_logs ADD CONSTRAINT no_drop CHECK (message NOT LIKE 'todrop%')");
+$node->safe_psql('postgres', "ALTER SYSTEM SET machpay.flush_retry_window = '2s'; SELECT pg_reload_conf()");
+my $dropped = counter($node, 'events_dropped');
+ingest($node, logs(2, 'todrop'));
+$node->psql('postgres', "SET statement_timeout = '1s'; SELECT machpay.flush()");
+ok($node->poll_query_until('postgres',
+	"SELECT value >= $dropped + 2 FROM machpay.stat_receiver WHERE name = 'events_dropped'"),
+	'refused telemetry is dropped after the retry window, and counted');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET machpay.flush_retry_window; SELECT pg_reload_conf()");
+$node->safe_psql('postgres', "ALTER TABLE machpay.debug_logs DROP CONSTRAINT no_drop");
+$node->safe_psql('postgres', 'SELECT machpay.flush()');
+is(count_logs($node, 'todrop'), 0, 'dropped telemetry never lands');
 
 $node->stop;
 
