@@ -5,11 +5,18 @@
 # payload carries clock_timestamp() of the sending statement, committed
 # right after) and the relay's CPU and RSS.
 # Usage: bench/sse_bench.sh [CLIENTS] [RATE] [SECONDS]   (default 1000 100 15)
+# INGEST_RPS=N also ingests over HTTP during the run: N requests/s of
+# INGEST_EVENTS (default 10) gateway events each, with h2load (so the relay
+# also carries the receiver's own ingest/payment events and competes for CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENCH_DIR=${BENCH_DIR:-/var/tmp/machpay-sse-bench}
 export BENCH_PORT=${BENCH_PORT:-54349}
-export BENCH_HTTP_PORT=0
+if [ -n "${INGEST_RPS:-}" ]; then
+  export BENCH_HTTP_PORT=${BENCH_HTTP_PORT:-18090}
+else
+  export BENCH_HTTP_PORT=0
+fi
 export BENCH_SSE_PORT=${BENCH_SSE_PORT:-18091}
 export BENCH_EXTRA_CONF="machpay.sse_max_clients = 5000
 shared_buffers = 128MB"
@@ -40,6 +47,19 @@ for _ in $(seq 1 100); do grep -q connected "$out/sse_client.txt" && break; slee
 grep -q connected "$out/sse_client.txt" || { echo "clients did not connect"; cat "$out/sse_client.txt"; exit 1; }
 rss_idle=$(rss)
 
+ingest_pid=
+if [ -n "${INGEST_RPS:-}" ]; then
+  itoken=$(bench_psql -tAc "SELECT machpay.create_ingest_key('*', 'ingest')")
+  perl bench/gen_events.pl 400 200 200 1 | grep '"source":"gateway"' | head -n "${INGEST_EVENTS:-10}" |
+    paste -sd, | sed 's/^/[/; s/$/]/' > "$out/sse_ingest_body.json"
+  iconns=8
+  h2load -D "$((secs + 1))" -c "$iconns" -t 1 --rps "$(( (INGEST_RPS + iconns - 1) / iconns ))" \
+    -H "authorization: Bearer $itoken" -H 'content-type: application/json' \
+    -d "$out/sse_ingest_body.json" "http://127.0.0.1:$BENCH_HTTP_PORT/v1/ingest" > "$out/sse_ingest_h2load.txt" 2>&1 &
+  ingest_pid=$!
+  points0=$(bench_psql -tAc "SELECT count(*) FROM machpay.metric_points")
+fi
+
 t0=$(ticks); s0=$(date +%s.%N)
 # One transaction (so one commit, one notification) per loop turn.
 bench_psql -c "DO \$\$
@@ -53,6 +73,13 @@ END \$\$"
 t1=$(ticks); s1=$(date +%s.%N)
 rss_end=$(rss); hwm_end=$(hwm)
 wait $client
+if [ -n "$ingest_pid" ]; then
+  wait "$ingest_pid" || true
+  bench_psql -tAc "SELECT machpay.flush()" >/dev/null
+  points1=$(bench_psql -tAc "SELECT count(*) FROM machpay.metric_points")
+  echo "ingest during the run: $(grep -E '^requests:|^status codes:' "$out/sse_ingest_h2load.txt" | tr '\n' ' ')"
+  awk -v a="$points0" -v b="$points1" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "ingest landed %d rows, %.0f rows/s\n", b - a, (b - a) / (s1 - s0) }'
+fi
 cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / (s1 - s0) }')
 echo "clients=$clients rate=${rate}/s seconds=$secs expected_events=$((clients * rate * secs))"
 cat "$out/sse_client.txt"
