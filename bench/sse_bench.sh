@@ -50,7 +50,7 @@ rss_idle=$(rss)
 ingest_pid=
 if [ -n "${INGEST_RPS:-}" ]; then
   itoken=$(bench_psql -tAc "SELECT machpay.create_ingest_key('*', 'ingest')")
-  perl bench/gen_events.pl 400 200 200 1 | grep '"source":"gateway"' | head -n "${INGEST_EVENTS:-10}" |
+  perl bench/gen_events.pl "$((2 * ${INGEST_EVENTS:-10}))" 200 200 1 | grep '"source":"gateway"' |
     paste -sd, | sed 's/^/[/; s/$/]/' > "$out/sse_ingest_body.json"
   iconns=8
   h2load -D "$((secs + 1))" -c "$iconns" -t 1 --rps "$(( (INGEST_RPS + iconns - 1) / iconns ))" \
