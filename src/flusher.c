@@ -279,6 +279,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 		snprintf(detail, sizeof(detail), INT64_FORMAT " events", nevents);
 		report_state(state == FLUSHER_DRAINING ? FLUSHER_DRAINING : FLUSHER_FLUSHING, detail);
 
+		buffer_flusher_note(FLUSH_NOTE_START);
 		PG_TRY();
 		{
 			SetCurrentStatementStartTimestamp();
@@ -305,6 +306,8 @@ attempt_flush(int64 *rows_out, bool quiet)
 				{
 					retry = true;
 					AbortCurrentTransaction();
+					/* The tables took the rows: the database is writable. */
+					buffer_flusher_note(FLUSH_NOTE_WRITABLE);
 				}
 				else
 					claimed = true;
@@ -314,6 +317,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 				PopActiveSnapshot();
 				CommitTransactionCommand();
 				committed = true;
+				buffer_flusher_note(FLUSH_NOTE_WRITABLE);
 			}
 		}
 		PG_CATCH();
@@ -327,6 +331,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 			MemoryContextSwitchTo(flush_cxt);
 			if (claimed)
 				buffer_unclaim_tickets(entries, n);
+			buffer_flusher_note(FLUSH_NOTE_FAILED);
 			ereport(quiet ? DEBUG1 : LOG,
 					(errmsg("machpay flush of " INT64_FORMAT " events failed: %s",
 							nevents, edata->message),
