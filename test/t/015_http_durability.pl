@@ -12,6 +12,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use File::Temp qw(tempdir);
+use IPC::Run;
 use POSIX ();
 use Time::HiRes qw(time sleep);
 use MachpayTest;
@@ -305,6 +306,7 @@ ok(wait_ready($port), '429: ready with a 1MB buffer');
 $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN; LOCK TABLE machpay.metric_points IN ACCESS EXCLUSIVE MODE');
 my ($acc4, $n429, $retry_after, $other) = (0, 0, undef, 0);
+my ($flush_call, $flush_out, $flush_err) = (undef, '', '');
 my $t_end = int(time) - 1;
 for my $i (1 .. 400)
 {
@@ -328,13 +330,36 @@ for my $i (1 .. 400)
 		last;
 	}
 	# Have the flusher take a batch and block on the lock with it.
-	$node->safe_psql('postgres', "SELECT pg_notify('x', '')") if $i == 1;
+	if ($i == 1)
+	{
+		$flush_call = IPC::Run::start(
+			[ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c', 'SELECT machpay.flush()' ],
+			'>', \$flush_out, '2>', \$flush_err);
+		$node->poll_query_until('postgres', q{
+			SELECT count(*) = 1 FROM pg_stat_activity
+			WHERE backend_type = 'machpay flusher' AND wait_event_type = 'Lock'})
+		  or diag 'the flusher did not block on the lock';
+	}
 }
 ok($acc4 > 0, "events accepted before the buffer filled ($acc4)");
 cmp_ok($n429, '>=', 1, 'then 429');
 ok(defined $retry_after && $retry_after =~ /^\d+$/, '429 carries Retry-After: ' . ($retry_after // 'none'));
 is($other, 0, 'no other answer');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) FROM pg_stat_activity
+	WHERE backend_type = 'machpay flusher' AND wait_event_type = 'Lock'}), 1,
+	'the flusher is blocked on the lock with a batch');
+my $stalled = 0;
+for (1 .. 100)
+{
+	$r = http_req($port, path => '/readyz');
+	if ($r->{status} == 503 && $r->{body} =~ /database/) { $stalled = 1; last; }
+	sleep 0.1;
+}
+ok($stalled, '/readyz says 503 (database not writable) while the flush is stuck');
 $locker->query_safe('COMMIT');
+$flush_call->finish;
+like($flush_out, qr/^\d+$/m, 'the flush() waiting behind the lock returns once it is released');
 $locker->quit;
 $node->safe_psql('postgres', 'SELECT machpay.flush()');
 is($node->safe_psql('postgres', qq{
