@@ -24,6 +24,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -595,6 +596,8 @@ drain_and_exit(void)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 res == ATTEMPT_FAILED ? 200 : 10, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
 	}
 	ereport(LOG, (errmsg("machpay flusher stopped after flushing the buffer")));
 	proc_exit(0);
@@ -628,6 +631,12 @@ flusher_main(Datum main_arg)
 		long		timeout;
 		TimestampTz now;
 
+		/*
+		 * DROP DATABASE and others wait until every process absorbed their
+		 * barrier.  Only barriers: a query cancel must not end the flusher.
+		 */
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
 		if (ShutdownRequestPending)
 			drain_and_exit();
 		if (ConfigReloadPending)

@@ -5,7 +5,8 @@
 # acknowledged intent lost; 429 + Retry-After while a table is locked and a
 # small buffer fills, then every accepted row lands and nothing refused;
 # 503 for intents that cannot be committed (trigger, lock) with nothing of
-# the request stored, and /readyz 503 while the database refuses writes.
+# the request stored, and /readyz 503 while the database refuses writes;
+# DROP DATABASE is not blocked by the workers.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -369,6 +370,14 @@ is($node->safe_psql('postgres', qq{
 is($node->safe_psql('postgres',
 	"SELECT value FROM machpay.stat_receiver WHERE name = 'events_dropped'"), 0,
 	'nothing dropped');
+
+# DROP DATABASE waits until every process absorbed a procsignal barrier:
+# the ingest workers' and the flusher's loops must not block it.
+$node->safe_psql('postgres', 'CREATE DATABASE dur_scratch');
+my ($ret, $out, $err) = $node->psql('postgres',
+	"SET statement_timeout = '60s';\nDROP DATABASE dur_scratch");
+is($ret, 0, 'DROP DATABASE completes with ingest workers and the flusher running');
+diag $err if $ret != 0;
 
 $node->stop;
 done_testing();
