@@ -82,6 +82,10 @@ typedef struct BufferShared
 	pid_t		flusher_pid;
 	uint64		rows_written;	/* rows committed by the flusher, ever */
 	ConditionVariable flushed_cv;	/* broadcast after every flush */
+	/* Is the database taking our writes?  Read by /readyz. */
+	TimestampTz attempt_started;	/* a flush attempt is running since; 0 = none */
+	TimestampTz failing_since;	/* first failed attempt since the last commit */
+	TimestampTz last_failure;	/* end of the latest failed attempt */
 	TicketSlot	tickets[BUFFER_TICKETS];
 	char		ring[FLEXIBLE_ARRAY_MEMBER];
 } BufferShared;
@@ -470,8 +474,71 @@ buffer_flusher_attach(bool accepting)
 	}
 	for (int i = 0; i < BUFFER_TICKETS; i++)
 		buf->tickets[i].claimed = false;
+	buf->attempt_started = 0;
+	buf->failing_since = 0;
+	buf->last_failure = 0;
 	SpinLockRelease(&buf->mutex);
 	return head;
+}
+
+/* The flusher tells how its transactions fare (see buffer_db_stalled). */
+void
+buffer_flusher_note(BufferFlushNote note)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&buf->mutex);
+	switch (note)
+	{
+		case FLUSH_NOTE_START:
+			buf->attempt_started = now;
+			break;
+		case FLUSH_NOTE_WRITABLE:
+			buf->attempt_started = 0;
+			buf->failing_since = 0;
+			buf->last_failure = 0;
+			break;
+		case FLUSH_NOTE_FAILED:
+			buf->attempt_started = 0;
+			if (buf->failing_since == 0)
+				buf->failing_since = now;
+			buf->last_failure = now;
+			break;
+	}
+	SpinLockRelease(&buf->mutex);
+}
+
+/*
+ * True when the database has not been taking the flusher's writes for a
+ * while: one attempt has been running (a lock wait) for BUFFER_STALL_MS, or
+ * attempts have been failing with no commit for BUFFER_STALL_MS and the
+ * latest failure is recent.  An idle server with no failures is writable as
+ * far as we know; an old streak with no retry since is forgotten.
+ */
+bool
+buffer_db_stalled(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz started,
+				failing,
+				last;
+
+	if (buf == NULL)
+		return false;
+	SpinLockAcquire(&buf->mutex);
+	started = buf->attempt_started;
+	failing = buf->failing_since;
+	last = buf->last_failure;
+	SpinLockRelease(&buf->mutex);
+
+	if (started != 0 && TimestampDifferenceExceeds(started, now, BUFFER_STALL_MS))
+		return true;
+	if (failing != 0 && started != 0)
+		failing = Min(failing, started);
+	if (failing != 0 && TimestampDifferenceExceeds(failing, now, BUFFER_STALL_MS) &&
+		!TimestampDifferenceExceeds(Max(last, started), now, BUFFER_FAILURE_MEMORY_MS))
+		return true;
+	return false;
 }
 
 void
@@ -493,6 +560,7 @@ buffer_flusher_detach(void)
 		buf->flusher_running = false;
 		buf->flusher_latch = NULL;
 		buf->flusher_pid = 0;
+		buf->attempt_started = 0;
 	}
 	SpinLockRelease(&buf->mutex);
 	ConditionVariableBroadcast(&buf->flushed_cv);

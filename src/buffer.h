@@ -35,6 +35,7 @@ typedef struct BufferTicket
 } BufferTicket;
 
 /* Producer side (ingest workers). */
+extern bool buffer_accepting(void);	/* a flusher is attached, not shutting down */
 extern bool buffer_has_room(Size bytes);	/* cheap pre-check before parsing */
 extern BufferPutStatus buffer_put(const MapResult *result, BufferTicket *ticket);
 extern TicketState buffer_ticket_poll(const BufferTicket *ticket,

@@ -16,6 +16,21 @@
 /* How long a request's payment intents may wait for their commit. */
 #define BUFFER_INTENT_WAIT_MS	5000
 
+/*
+ * /readyz says the database is not writable once flushes have been failing
+ * (or one has been stuck) this long, and keeps saying so until a commit or
+ * until no attempt failed for BUFFER_FAILURE_MEMORY_MS.
+ */
+#define BUFFER_STALL_MS			3000
+#define BUFFER_FAILURE_MEMORY_MS 10000
+
+typedef enum BufferFlushNote
+{
+	FLUSH_NOTE_START,			/* a transaction begins */
+	FLUSH_NOTE_WRITABLE,		/* it wrote (committed, or gave up only for dead tickets) */
+	FLUSH_NOTE_FAILED,			/* it raised an error */
+} BufferFlushNote;
+
 typedef enum BufferEntryKind
 {
 	ENTRY_ROWS = 1,
@@ -56,7 +71,6 @@ typedef struct BufferEntry
 typedef void (*buffer_take_cb) (BufferEntry *entry, uint64 off, void *arg);
 
 extern bool buffer_available(void);
-extern bool buffer_accepting(void);
 extern uint64 buffer_flusher_attach(bool accepting);
 extern void buffer_flusher_set_accepting(bool accepting);
 extern void buffer_flusher_detach(void);
@@ -71,6 +85,8 @@ extern void buffer_entry_finish(BufferEntry *e, bool committed,
 								const IntentOutcome *outcomes);
 extern void buffer_advance_head(uint64 limit, uint64 next_seq, int64 rows_written);
 extern uint64 buffer_seq_at(uint64 pos);
+extern void buffer_flusher_note(BufferFlushNote note);
+extern bool buffer_db_stalled(void);
 extern void buffer_flusher_status(int64 *events_ready, int *intents_waiting,
 								  bool *flush_requested, bool *any_pending);
 

@@ -24,6 +24,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -279,6 +280,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 		snprintf(detail, sizeof(detail), INT64_FORMAT " events", nevents);
 		report_state(state == FLUSHER_DRAINING ? FLUSHER_DRAINING : FLUSHER_FLUSHING, detail);
 
+		buffer_flusher_note(FLUSH_NOTE_START);
 		PG_TRY();
 		{
 			SetCurrentStatementStartTimestamp();
@@ -305,6 +307,8 @@ attempt_flush(int64 *rows_out, bool quiet)
 				{
 					retry = true;
 					AbortCurrentTransaction();
+					/* The tables took the rows: the database is writable. */
+					buffer_flusher_note(FLUSH_NOTE_WRITABLE);
 				}
 				else
 					claimed = true;
@@ -314,6 +318,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 				PopActiveSnapshot();
 				CommitTransactionCommand();
 				committed = true;
+				buffer_flusher_note(FLUSH_NOTE_WRITABLE);
 			}
 		}
 		PG_CATCH();
@@ -327,6 +332,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 			MemoryContextSwitchTo(flush_cxt);
 			if (claimed)
 				buffer_unclaim_tickets(entries, n);
+			buffer_flusher_note(FLUSH_NOTE_FAILED);
 			ereport(quiet ? DEBUG1 : LOG,
 					(errmsg("machpay flush of " INT64_FORMAT " events failed: %s",
 							nevents, edata->message),
@@ -590,8 +596,8 @@ drain_and_exit(void)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 res == ATTEMPT_FAILED ? 200 : 10, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		/* absorbs ProcSignalBarriers (DROP DATABASE waits for them) */
-		CHECK_FOR_INTERRUPTS();
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
 	}
 	ereport(LOG, (errmsg("machpay flusher stopped after flushing the buffer")));
 	proc_exit(0);
@@ -625,6 +631,12 @@ flusher_main(Datum main_arg)
 		long		timeout;
 		TimestampTz now;
 
+		/*
+		 * DROP DATABASE and others wait until every process absorbed their
+		 * barrier.  Only barriers: a query cancel must not end the flusher.
+		 */
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
 		if (ShutdownRequestPending)
 			drain_and_exit();
 		if (ConfigReloadPending)
@@ -682,7 +694,5 @@ flusher_main(Datum main_arg)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		/* absorbs ProcSignalBarriers (DROP DATABASE waits for them) */
-		CHECK_FOR_INTERRUPTS();
 	}
 }

@@ -37,6 +37,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/pmsignal.h"
+#include "storage/procsignal.h"
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
@@ -618,6 +619,12 @@ machpay_http_main(Datum main_arg)
 
 		if (!PostmasterIsAlive())
 			proc_exit(1);
+		/*
+		 * DROP DATABASE and others wait until every process absorbed their
+		 * barrier.  Only barriers: a query cancel must not end the worker.
+		 */
+		if (ProcSignalBarrierPending)
+			ProcessProcSignalBarrier();
 		if (ShutdownRequestPending && http_status.state != HTTP_STATE_DRAINING)
 		{
 			begin_drain();
@@ -636,8 +643,6 @@ machpay_http_main(Datum main_arg)
 		 */
 		woken = MyLatch->is_set;
 		ResetLatch(MyLatch);
-		/* absorbs ProcSignalBarriers (DROP DATABASE waits for them) */
-		CHECK_FOR_INTERRUPTS();
 
 		now = GetCurrentTimestamp();
 		refresh_state(now, &last_check);

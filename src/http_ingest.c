@@ -514,6 +514,17 @@ http_ingest_request(h2o_req_t *req)
 		}
 	}
 
+	/*
+	 * No flusher (starting, restarting after a crash, draining on shutdown):
+	 * 503 not ready, not a 429 that tells the client to retry soon.
+	 */
+	if (!buffer_accepting())
+	{
+		http_send_error(req, 503, "Service Unavailable", "not_ready",
+						"the flusher is not running");
+		return;
+	}
+
 	/* Overload: refuse before spending anything on the body. */
 	if (!buffer_has_room(req->entity.len))
 	{

@@ -6,7 +6,9 @@
  *
  * /readyz is 200 only when ingest would work: extension present, not a
  * standby, and the flusher attached to the buffer (buffer_accepting(), the
- * flusher's internal API) so accepted rows can reach the database.
+ * flusher's internal API) so accepted rows can reach the database, and
+ * the database taking its writes: 503 while flushes have been failing or
+ * one has been stuck (a lock wait) for seconds (buffer_db_stalled()).
  * /metrics renders every counter of stats.c (the same numbers as the
  * machpay.stat_receiver view) as machpay_<name>_total; the families of the
  * ingest workers (http_requests_NNN, http_events_*) get labels.  Gauges
@@ -66,6 +68,8 @@ http_ops_readyz(h2o_req_t *req)
 		reason = "standby";
 	else if (!buffer_accepting())
 		reason = "flusher not running";
+	else if (buffer_db_stalled())
+		reason = "database not writable: flushes failing";
 
 	initStringInfo(&buf);
 	if (reason == NULL)
