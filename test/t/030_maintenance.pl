@@ -51,7 +51,7 @@ my $bg = $node->background_psql('postgres');
 $bg->query_safe('SELECT pg_advisory_lock(1835098984, 0)');
 ok(wait_for_log($node, qr/rollup run postponed by \d+ ms: a manual run holds the job's lock/, $log_offset),
 	'worker postpones the rollup while the lock is held');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM machpay.job_runs WHERE status = 'running'}),
+is($node->safe_psql('postgres', q{SELECT count(*) FROM machpay.job_runs WHERE job = 'rollup' AND status = 'running'}),
 	'0', 'no run started meanwhile');
 my $before = $node->safe_psql('postgres', q{SELECT max(run_id) FROM machpay.job_runs});
 $bg->query_safe('SELECT pg_advisory_unlock(1835098984, 0)');
