@@ -23,7 +23,7 @@ if ! as_postgres test -w "$run_dir" 2>/dev/null; then
   mkdir -p "$run_dir" && { [ "$(id -u)" -ne 0 ] || chown postgres: "$run_dir"; }
 fi
 data="$run_dir/data"
-psql_cmd=("$PG_BINDIR/psql" -h "$run_dir" -p "$PGPORT" -U postgres -d machpay -v ON_ERROR_STOP=1 -X -q)
+psql_cmd=("$PG_BINDIR/psql" -h "$run_dir" -p "$PGPORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -X -q)
 
 if [ ! -f "$data/PG_VERSION" ]; then
   as_postgres "$PG_BINDIR/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
@@ -33,7 +33,7 @@ port = $PGPORT
 listen_addresses = ''
 unix_socket_directories = '$run_dir'
 shared_preload_libraries = 'machpay_receiver'
-machpay.database = 'machpay'
+machpay.database = 'postgres'
 machpay.port = $HTTP_PORT
 machpay.sse_port = $SSE_PORT
 machpay.archive_directory = '$run_dir/archive'
@@ -46,9 +46,6 @@ else
   as_postgres "$PG_BINDIR/pg_ctl" -D "$data" -l "$run_dir/postgres.log" -w start >/dev/null
 fi
 
-as_postgres "$PG_BINDIR/psql" -h "$run_dir" -p "$PGPORT" -U postgres -d postgres -X -q -tAc \
-  "SELECT 1 FROM pg_database WHERE datname = 'machpay'" | grep -q 1 ||
-  as_postgres "$PG_BINDIR/createdb" -h "$run_dir" -p "$PGPORT" -U postgres machpay
 as_postgres "${psql_cmd[@]}" -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiver CASCADE"
 
 # Demo keys: tokens are shown once by create_ingest_key, so keep them here.
@@ -59,6 +56,15 @@ if [ ! -s "$keys" ]; then
   printf 'INGEST_KEY=%s\nCONSOLE_KEY=%s\n' "$ingest" "$console" > "$keys"
 fi
 . "$keys"
+
+# The workers notice the extension within a few seconds: wait until the
+# ingest server says it is ready, so the printed curl works right away.
+for _ in $(seq 1 60); do
+  curl -sf -o /dev/null "http://127.0.0.1:$HTTP_PORT/readyz" && break
+  sleep 0.5
+done
+curl -sf -o /dev/null "http://127.0.0.1:$HTTP_PORT/readyz" ||
+  echo "warning: the ingest server on port $HTTP_PORT is not ready yet; see $run_dir/postgres.log" >&2
 
 # The example gateway report with its period set to the last minute.
 now=$(date +%s)
