@@ -89,18 +89,9 @@ PGDLLEXPORT void flusher_main(Datum main_arg);
 void
 flusher_register_worker(void)
 {
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	/* Never on a standby: it starts once the server accepts writes. */
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "machpay_receiver");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "flusher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, FLUSHER_NAME);
-	snprintf(worker.bgw_type, BGW_MAXLEN, FLUSHER_NAME);
-	RegisterBackgroundWorker(&worker);
+	machpay_register_worker("flusher_main", FLUSHER_NAME, FLUSHER_NAME,
+							BgWorkerStart_RecoveryFinished, 1, (Datum) 0);
 }
 
 static void

@@ -81,7 +81,6 @@ static bool extension_logged = false;
 void
 http_register_workers(void)
 {
-	BackgroundWorker worker;
 	int			n = machpay_http_workers;
 	int			room = max_worker_processes - MACHPAY_OTHER_WORKERS;
 
@@ -99,17 +98,13 @@ http_register_workers(void)
 
 	for (int i = 0; i < n; i++)
 	{
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		char		name[BGW_MAXLEN];
+
+		snprintf(name, sizeof(name), "machpay ingest worker %d", i);
 		/* Consistent state: on a standby the worker runs and answers 503. */
-		worker.bgw_start_time = BgWorkerStart_ConsistentState;
-		worker.bgw_restart_time = HTTP_RESTART_SECS;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "machpay_receiver");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "machpay_http_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "machpay ingest worker %d", i);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "machpay ingest");
-		worker.bgw_main_arg = Int32GetDatum(i);
-		RegisterBackgroundWorker(&worker);
+		machpay_register_worker("machpay_http_main", name, "machpay ingest",
+								BgWorkerStart_ConsistentState, HTTP_RESTART_SECS,
+								Int32GetDatum(i));
 	}
 }
 

@@ -58,6 +58,10 @@ extern void maintenance_register_worker(void);
 extern void sse_register_worker(void);
 
 /* worker_common.c: start-up shared by every background worker. */
+#include "postmaster/bgworker.h"
+extern void machpay_register_worker(const char *function, const char *name,
+									const char *type, BgWorkerStartTime start_time,
+									int restart_s, Datum arg);
 extern void machpay_worker_attach(const char *role);
 extern bool machpay_worker_wait_for_extension(const char *role);
 

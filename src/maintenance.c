@@ -72,17 +72,8 @@ static MemoryContext run_cxt;
 void
 maintenance_register_worker(void)
 {
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 10;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "machpay_receiver");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "maintenance_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, WORKER_ROLE);
-	snprintf(worker.bgw_type, BGW_MAXLEN, WORKER_ROLE);
-	RegisterBackgroundWorker(&worker);
+	machpay_register_worker("maintenance_main", WORKER_ROLE, WORKER_ROLE,
+							BgWorkerStart_RecoveryFinished, 10, (Datum) 0);
 }
 
 static int

@@ -549,18 +549,9 @@ sse_worker_main(Datum main_arg)
 void
 sse_register_worker(void)
 {
-	BackgroundWorker bgw;
-
 	if (machpay_sse_port == 0)
 		return;
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	/* LISTEN is not allowed during recovery: a standby has no relay. */
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, MACHPAY_EXTENSION_NAME);
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "sse_worker_main");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, SSE_ROLE);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, SSE_ROLE);
-	RegisterBackgroundWorker(&bgw);
+	machpay_register_worker("sse_worker_main", SSE_ROLE, SSE_ROLE,
+							BgWorkerStart_RecoveryFinished, 5, (Datum) 0);
 }

@@ -53,6 +53,9 @@ typedef struct SseEvent
 } SseEvent;
 
 /* sse_events.c: the window and the payload protocol */
+/* value of one hex digit, -1 if c is none (sse_keys.c) */
+extern int	sse_hexval(char c);
+
 extern void sse_window_init(uint64 first_seq);
 extern uint64 sse_window_first_seq(void);
 extern uint64 sse_window_next_seq(void);

@@ -70,18 +70,6 @@ sse_clients_count(void)
 
 /* ---- small HTTP helpers ---- */
 
-static int
-hexdigit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* The percent-decoded value of query parameter "name", or NULL. */
 static char *
 query_param(h2o_req_t *req, const char *name)
@@ -107,9 +95,9 @@ query_param(h2o_req_t *req, const char *name)
 			initStringInfo(&v);
 			for (p = q + nlen + 1; p < pend; p++)
 			{
-				if (*p == '%' && pend - p >= 3 && hexdigit(p[1]) >= 0 && hexdigit(p[2]) >= 0)
+				if (*p == '%' && pend - p >= 3 && sse_hexval(p[1]) >= 0 && sse_hexval(p[2]) >= 0)
 				{
-					appendStringInfoChar(&v, (char) (hexdigit(p[1]) << 4 | hexdigit(p[2])));
+					appendStringInfoChar(&v, (char) (sse_hexval(p[1]) << 4 | sse_hexval(p[2])));
 					p += 2;
 				}
 				else

@@ -47,8 +47,8 @@ sse_keys_begin_load(void)
 	loading.keys = MemoryContextAlloc(loading.cxt, sizeof(SseKey) * loading.maxkeys);
 }
 
-static int
-hexval(char c)
+int
+sse_hexval(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -75,8 +75,8 @@ sse_keys_add(const char *sha256_hex, const char *role, const char *entity_id)
 	k = &loading.keys[loading.nkeys];
 	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
 	{
-		int			hi = hexval(sha256_hex[2 * i]);
-		int			lo = hexval(sha256_hex[2 * i + 1]);
+		int			hi = sse_hexval(sha256_hex[2 * i]);
+		int			lo = sse_hexval(sha256_hex[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return;

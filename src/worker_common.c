@@ -26,6 +26,28 @@
 #define EXTENSION_POLL_MS 5000
 
 /*
+ * Register one static background worker of this library, connected to a
+ * database, restarted restart_s seconds after it exits.
+ */
+void
+machpay_register_worker(const char *function, const char *name, const char *type,
+						BgWorkerStartTime start_time, int restart_s, Datum arg)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = start_time;
+	worker.bgw_restart_time = restart_s;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "%s", MACHPAY_EXTENSION_NAME);
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
+	worker.bgw_main_arg = arg;
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
  * Install the standard signal handlers (SIGHUP sets ConfigReloadPending,
  * SIGTERM sets ShutdownRequestPending) and connect to machpay.database.
  */
