@@ -86,8 +86,11 @@ cpu_diff() {
 
 # From h2load logs (start_us status latency_us): "n202 n429 nother p50_ms p99_ms"
 # where the percentiles are those of the 202 (or 200) answers only.
+# LOG_FROM_US / LOG_TO_US (epoch microseconds) keep requests started in between.
 log_stats() {
-  cat "$@" | awk '$2 == 202 || $2 == 200 { ok++; print $3 > "/dev/stderr"; next }
+  cat "$@" | awk -v f="${LOG_FROM_US:-0}" -v t="${LOG_TO_US:-0}" '
+    $1 < f || (t > 0 && $1 > t) { next }
+    $2 == 202 || $2 == 200 { ok++; print $3 > "/dev/stderr"; next }
     $2 == 429 { busy++; next } { other++ }
     END { printf "%d %d %d", ok, busy, other }' 2> "$out/.lat"
   sort -n "$out/.lat" | awk '{ v[NR] = $1 } END {
@@ -97,6 +100,7 @@ log_stats() {
     printf " %.2f %.2f\n", v[i50] / 1000, v[i99] / 1000 }'
   rm -f "$out/.lat"
 }
+now_us() { date +%s%6N; }
 
 points() { bench_psql -tAc "SELECT count(*) FROM machpay.metric_points"; }
 flush_all() { bench_psql -tAc "SELECT machpay.flush()" >/dev/null; }
