@@ -8,6 +8,9 @@
  *		per answer in LOG, like h2load's --log-file: start time (us since
  *		epoch), HTTP status, microseconds until the end of the answer.
  *
+ *		With BODY_FILE set in the environment it posts that file instead
+ *		(telemetry latency without h2load's --rps timer).
+ *
  * Build: cc -O2 -o intent_load bench/intent_load.c
  * Usage: intent_load PORT TOKEN RATE SECONDS CONNS LOG [NONCE_BASE]
  */
@@ -95,6 +98,9 @@ main(int argc, char **argv)
 	FILE	   *log;
 	unsigned long long nonce_base;
 	long long	start, end, k = 0, late = 0, done = 0;
+	char	   *fixed = NULL;
+	long		fixed_len = 0;
+	char	   *req = malloc(1 << 24);
 
 	if (argc < 7)
 	{
@@ -115,6 +121,21 @@ main(int argc, char **argv)
 		perror(argv[6]);
 		return 1;
 	}
+	if (getenv("BODY_FILE"))
+	{
+		FILE	   *f = fopen(getenv("BODY_FILE"), "r");
+
+		if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (fixed_len = ftell(f)) <= 0)
+		{
+			perror("BODY_FILE");
+			return 1;
+		}
+		rewind(f);
+		fixed = malloc(fixed_len + 1);
+		if (fread(fixed, 1, fixed_len, f) != (size_t) fixed_len)
+			return 1;
+		fclose(f);
+	}
 	for (i = 0; i < nconn; i++)
 		conns[i].fd = connect_to(port);
 
@@ -129,7 +150,7 @@ main(int argc, char **argv)
 		/* Send every request that is due, on idle connections. */
 		while (due <= now && due < end)
 		{
-			char		body[512], req[1024];
+			char		body[512];
 			int			blen, rlen;
 
 			for (i = 0; i < nconn && conns[i].busy; i++)
@@ -147,10 +168,12 @@ main(int argc, char **argv)
 							"\"token\":\"4gHqsWe1Kqdjtmn7rKz7fAGjrZihBVGwcbXe4ysTv4U1\","
 							"\"signature\":\"3S7Mu29NXDvhACZm3yoTTn4iwPXnQw6pyyrnN2gXoxVzJvPFHDDf329X35Kjg4VYo22XYiRip8Dr9CpMNeezfXVt\"}",
 							nonce_base + (unsigned long long) k);
-			rlen = snprintf(req, sizeof(req),
+			rlen = snprintf(req, 1024,
 							"POST /v1/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 							"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
-							"Content-Length: %d\r\n\r\n%s", token, blen, body);
+							"Content-Length: %ld\r\n\r\n", token, fixed ? fixed_len : (long) blen);
+			memcpy(req + rlen, fixed ? fixed : body, fixed ? fixed_len : blen);
+			rlen += fixed ? fixed_len : blen;
 			conns[i].sent_us = now_us();
 			if (write(conns[i].fd, req, rlen) != rlen)
 			{
