@@ -111,6 +111,7 @@ calc() { awk "BEGIN { printf \"%.${2:-0}f\", $1 }"; }
 # runs in the background; its pid is in $h2pid.
 h2load_start() {
   local flags=(-D "$3" -c "$4" -m 1 -t 1)
+  rm -f "$6"   # h2load appends to an existing log
   [ "$1" = h1 ] && flags+=(--h1)
   [ "$5" != 0 ] && flags+=(--rps="$5")
   h2load "${flags[@]}" -H "authorization: Bearer $token" -H 'content-type: application/json' \
