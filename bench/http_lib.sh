@@ -37,6 +37,13 @@ ${BENCH_EXTRA_CONF:-}" bench_start_cluster
     head -n "$n" "$out/gateway.ndjson" | paste -sd, | sed 's/^/[/; s/$/]/' > "$out/body_$n.json"
   done
   chmod a+r "$out"/*
+  # Rows per event: one event posted, flushed and counted.
+  head -n 1 "$out/gateway.ndjson" > "$out/calib.json"
+  curl -sf -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json' \
+    --data-binary @"$out/calib.json" "$url"
+  bench_psql -tAc "SELECT machpay.flush()" >/dev/null
+  rows_per_event=$(bench_psql -tAc "SELECT count(*) FROM machpay.metric_points")
+  bench_psql -c "TRUNCATE machpay.metric_points"
 }
 
 http_cleanup() {

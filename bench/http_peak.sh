@@ -50,7 +50,9 @@ for proto in $protos; do
     wall=$(calc "$t1 - $t0" 3)
     reqs=$((n202 + n429 + nother))
     rpe=$(calc "$total / ($n202 * $n)" 2)
-    [ "$(calc "$total % ($n202 * $n)")" = 0 ] && ok=yes || ok=NO
+    # h2load does not log the requests in flight when it stops (at most one
+    # per connection), but the server may have accepted them.
+    if [ "$total" -ge $((n202 * n * rows_per_event)) ] && [ "$total" -le $(((n202 + conns) * n * rows_per_event)) ]; then ok=yes; else ok=NO; fi
     # COPY the same rows back.
     k=$(( landed < COPY_MAX ? landed : COPY_MAX ))
     bench_psql -c "COPY (SELECT * FROM machpay.metric_points LIMIT $k) TO '$copyfile' (FORMAT binary)"
@@ -65,11 +67,11 @@ for proto in $protos; do
     land_rate=$(calc "$landed / $secs")
     printf '%-3s %4d %8.0f %6.1f %9.0f %9.0f %11.0f %8s %6s %7s %7s %6s %6s %6s %6s %9s %6s\n' \
       "$proto" "$n" "$(calc "$reqs / $secs")" "$(calc "100 * $n429 / ($reqs > 0 ? $reqs : 1)" 1)" \
-      "$(calc "$n202 * $n / $secs")" "$(calc "$land_rate / $rpe")" "$land_rate" "$rpe" "$p50" "$p99" \
+      "$(calc "$n202 * $n / $secs")" "$(calc "$land_rate / $rows_per_event")" "$land_rate" "$rpe" "$p50" "$p99" \
       "$(calc "$ci / $wall" 2)" "$(calc "$cf / $wall" 2)" "$(calc "$co / $wall" 2)" "$(calc "$cc / $wall" 2)" \
       "$ok" "$copy_rate" "$(calc "$land_rate / $copy_rate" 2)"
     rm -f "$copyfile"
   done
 done
 echo "# c_* = cores used (CPU s / wall s) by: ingest workers, flusher, other postgres processes, h2load."
-echo "# ok = every accepted event's rows landed after machpay.flush(); COPY of min(landed, $COPY_MAX) rows."
+echo "# ok = every accepted event's $rows_per_event rows landed after machpay.flush() (up to one unlogged request per connection more); COPY of min(landed, $COPY_MAX) rows."
