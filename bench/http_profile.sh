@@ -38,5 +38,6 @@ for who in ingest flusher; do
     grep -v "^#" | grep -v "^$" | sed "s/ *- *- *$//" | head -"$TOP"
   echo "## $who: top symbols, including callees"
   perf report -i "$out/perf.$who" --stdio --children -g none --sort symbol --percent-limit 2 2>/dev/null |
-    grep -v "^#" | grep -v "^$" | sed "s/ *- *- *$//" | head -"$TOP"
+    grep -v "^#" | grep -v "^$" | sed "s/ *- *- *$//" |
+    grep -v -e '\] 0x[0-9a-f]*$' -e '\] 0*$' -e '__restore_rt$' -e 'StartBackgroundWorker$' | head -"$TOP"
 done
