@@ -22,6 +22,8 @@ TAP_TESTS   = 1
 PROVE_TESTS ?= $(sort $(wildcard test/t/*.pl))
 
 PG_CPPFLAGS = -I$(CURDIR)/src $(shell pkg-config --cflags libh2o-evloop 2>/dev/null)
+# libpq-fe.h, for the SSE relay's LISTEN connection.
+PG_CPPFLAGS += -idirafter $(libpq_srcdir) -idirafter $(shell pkg-config --variable=includedir libpq 2>/dev/null || echo /usr/include/postgresql)
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers -Wno-cast-function-type
 SHLIB_LINK  = $(shell pkg-config --libs libh2o-evloop 2>/dev/null || echo -lh2o-evloop) \
@@ -76,3 +78,6 @@ fuzz-replay:
 
 bench:
 	bash bench/run.sh
+
+# The SSE console page is embedded into the library (src/sse_console.c).
+src/sse_console.o: console/index.html

@@ -16,9 +16,12 @@ $$;
 -- Register one partitioned table with pg_partman, partitions starting at
 -- p_start and p_premake intervals ahead; pg_partman's own background
 -- maintenance stays off: the machpay maintenance job drives it.
+-- pg_partman names and bounds partitions in the session's time zone: the
+-- install script and the maintenance job (which runs in the server's zone)
+-- must agree, so both work in UTC.
 CREATE FUNCTION machpay._create_parent(p_parent text, p_control text, p_interval interval,
                                        p_premake int, p_start timestamptz) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
 DECLARE
     s text := machpay._partman_schema();
 BEGIN

@@ -11,6 +11,7 @@ PACKAGES=(
   nghttp2-client            # h2load and HTTP/2 tests
   clang libclang-rt-14-dev  # libFuzzer harness
   openssl                   # throwaway TLS certificates in tests
+  chromium                  # headless browser test of the SSE console page
 )
 if [ -n "${MACHPAY_EXTRA_PACKAGES:-}" ]; then
   read -r -a extra <<<"$MACHPAY_EXTRA_PACKAGES"

@@ -590,6 +590,8 @@ drain_and_exit(void)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 res == ATTEMPT_FAILED ? 200 : 10, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		/* absorbs ProcSignalBarriers (DROP DATABASE waits for them) */
+		CHECK_FOR_INTERRUPTS();
 	}
 	ereport(LOG, (errmsg("machpay flusher stopped after flushing the buffer")));
 	proc_exit(0);
@@ -680,5 +682,7 @@ flusher_main(Datum main_arg)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		/* absorbs ProcSignalBarriers (DROP DATABASE waits for them) */
+		CHECK_FOR_INTERRUPTS();
 	}
 }

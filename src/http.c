@@ -636,6 +636,8 @@ machpay_http_main(Datum main_arg)
 		 */
 		woken = MyLatch->is_set;
 		ResetLatch(MyLatch);
+		/* absorbs ProcSignalBarriers (DROP DATABASE waits for them) */
+		CHECK_FOR_INTERRUPTS();
 
 		now = GetCurrentTimestamp();
 		refresh_state(now, &last_check);
