@@ -97,7 +97,7 @@ main(int argc, char **argv)
 	const char *token;
 	FILE	   *log;
 	unsigned long long nonce_base;
-	long long	start, end, k = 0, late = 0, done = 0;
+	long long	start, end, k = 0, late = 0, done = 0, reconnects = 0;
 	char	   *fixed = NULL;
 	long		fixed_len = 0;
 	char	   *req = malloc(1 << 24);
@@ -212,8 +212,15 @@ main(int argc, char **argv)
 			r = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len - 1);
 			if (r <= 0)
 			{
-				fprintf(stderr, "connection %d closed by the server\n", i);
-				return 1;
+				/* Closed by the server (e.g. after an error answer): reconnect. */
+				if (c->busy)
+					fprintf(log, "%lld\t0\t%lld\n", c->sent_us, now_us() - c->sent_us);
+				close(c->fd);
+				c->fd = connect_to(port);
+				c->busy = 0;
+				c->len = 0;
+				reconnects++;
+				continue;
 			}
 			c->len += r;
 			alen = answer_length(c->buf, c->len);
@@ -227,7 +234,7 @@ main(int argc, char **argv)
 		}
 	}
 	fclose(log);
-	printf("sent %lld answered %lld in %.1f s (%.0f/s); %lld times no idle connection was free when a request was due\n",
-		   k, done, (now_us() - start) / 1e6, done / ((now_us() - start) / 1e6), late);
+	printf("sent %lld answered %lld in %.1f s (%.0f/s); %lld times no idle connection was free when a request was due; %lld reconnects\n",
+		   k, done, (now_us() - start) / 1e6, done / ((now_us() - start) / 1e6), late, reconnects);
 	return 0;
 }
