@@ -3,6 +3,8 @@
 # sse_open() sends one HTTP/1.1 GET and returns a client; $c->read_until(qr//)
 # reads (and de-chunks) until the decoded body matches; $c->events() parses
 # the body into events ({id, event, data}); $c->{status}, $c->{headers}.
+# sse_node() gives a cluster where only the relay serves, with a loaded
+# console key 'console-token'.
 package SseTest;
 
 use strict;
@@ -12,8 +14,24 @@ use IO::Select;
 use Socket qw(SOL_SOCKET SO_RCVBUF);
 use Time::HiRes qw(time);
 use Exporter 'import';
+use Test::More;
+use MachpayTest;
 
-our @EXPORT = qw(sse_open sse_wait_ready sse_add_key);
+our @EXPORT = qw(sse_open sse_wait_ready sse_add_key sse_node);
+
+# sse_node($name): no ingest port, no scheduled jobs, key 'console-token'.
+sub sse_node
+{
+	my ($name) = @_;
+	my $node = machpay_node($name, conf => <<'EOC');
+machpay.port = 0
+machpay.rollup_interval = 0
+machpay.maintenance_interval = 0
+EOC
+	sse_add_key($node, 'console-token', 'console');
+	ok(sse_wait_ready($node, 'console-token'), 'relay ready');
+	return $node;
+}
 
 # sse_open($port, $path, headers => {..}, rcvbuf => bytes)
 sub sse_open

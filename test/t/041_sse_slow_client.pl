@@ -9,14 +9,8 @@ use IPC::Run;
 use MachpayTest;
 use SseTest;
 
-my $node = machpay_node('sse_slow', conf => <<'EOC');
-machpay.port = 0
-machpay.rollup_interval = 0
-machpay.maintenance_interval = 0
-EOC
+my $node = sse_node('sse_slow');
 my $port = $node->{machpay_sse_port};
-sse_add_key($node, 'console-token', 'console');
-ok(sse_wait_ready($node, 'console-token'), 'relay ready');
 
 my $fast = sse_open($port, '/v1/stream?access_token=console-token&types=flood');
 is($fast->response(5), 200, 'fast client connected');

@@ -8,14 +8,8 @@ use Test::More;
 use MachpayTest;
 use SseTest;
 
-my $node = machpay_node('sse_reconnect', conf => <<'EOC');
-machpay.port = 0
-machpay.rollup_interval = 0
-machpay.maintenance_interval = 0
-EOC
+my $node = sse_node('sse_reconnect');
 my $port = $node->{machpay_sse_port};
-sse_add_key($node, 'console-token', 'console');
-ok(sse_wait_ready($node, 'console-token'), 'relay ready');
 
 my $listener_q = q{SELECT pid FROM pg_stat_activity WHERE application_name = 'machpay_sse_listener'};
 

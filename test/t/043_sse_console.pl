@@ -17,14 +17,8 @@ use CdpClient;
 my ($chromium) = grep { -x $_ } map { ("$_/chromium", "$_/chromium-browser") } split /:/, $ENV{PATH};
 plan skip_all => 'chromium is not installed (scripts/deps.sh installs it)' unless $chromium;
 
-my $node = machpay_node('sse_console', conf => <<'EOC');
-machpay.port = 0
-machpay.rollup_interval = 0
-machpay.maintenance_interval = 0
-EOC
+my $node = sse_node('sse_console');
 my $port = $node->{machpay_sse_port};
-sse_add_key($node, 'console-token', 'console');
-ok(sse_wait_ready($node, 'console-token'), 'relay ready');
 
 my $tmp = PostgreSQL::Test::Utils::tempdir();
 my $dbg = PostgreSQL::Test::Cluster::get_free_port();

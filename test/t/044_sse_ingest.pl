@@ -9,14 +9,8 @@ use Test::More;
 use MachpayTest;
 use SseTest;
 
-my $node = machpay_node('sse_ingest', conf => <<'EOC');
-machpay.port = 0
-machpay.rollup_interval = 0
-machpay.maintenance_interval = 0
-EOC
+my $node = sse_node('sse_ingest');
 my $port = $node->{machpay_sse_port};
-sse_add_key($node, 'console-token', 'console');
-ok(sse_wait_ready($node, 'console-token'), 'relay ready');
 
 my $gw    = 'Assy4a4FcPBBhE7UkmjzJbsgAYWqFYvDgUzpvKfd67tT';
 my $agent = 'DqemgU22PhGicxi7VPsiHbsFhsUPjUnGhoGeckbuzuNi';
