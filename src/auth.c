@@ -173,10 +173,7 @@ auth_load(void)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(oldcxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
+		machpay_worker_report_and_abort(oldcxt);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);

@@ -64,5 +64,6 @@ extern void machpay_register_worker(const char *function, const char *name,
 									int restart_s, Datum arg);
 extern void machpay_worker_attach(const char *role);
 extern bool machpay_worker_wait_for_extension(const char *role);
+extern void machpay_worker_report_and_abort(MemoryContext cxt);
 
 #endif							/* MACHPAY_H */

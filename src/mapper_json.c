@@ -136,22 +136,32 @@ walk_object_start(void *state)
 	}
 }
 
+/*
+ * Inside a top-level element that is not an object: true while skipping it;
+ * at its end it is reported as one invalid event.
+ */
+static bool
+walk_skipped_end(JsonWalk *w, int closing)
+{
+	if (w->skip_depth == 0)
+		return false;
+	if (closing == w->skip_depth)
+	{
+		w->skip_depth = 0;
+		map_event_not_object(w->ms, w->index, w->skip_start,
+							 (int) (w->lex->prev_token_terminator - w->skip_start));
+	}
+	return true;
+}
+
 static void
 walk_object_end(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 	int			closing = w->depth--;
 
-	if (w->skip_depth > 0)
-	{
-		if (closing == w->skip_depth)
-		{
-			w->skip_depth = 0;
-			map_event_not_object(w->ms, w->index, w->skip_start,
-								 (int) (w->lex->prev_token_terminator - w->skip_start));
-		}
+	if (walk_skipped_end(w, closing))
 		return;
-	}
 	if (!w->in_event || w->arrays_open > 0)
 		return;
 	if (--w->obj_level == 0)
@@ -193,16 +203,8 @@ walk_array_end(void *state)
 	JsonWalk   *w = (JsonWalk *) state;
 	int			closing = w->depth--;
 
-	if (w->skip_depth > 0)
-	{
-		if (closing == w->skip_depth)
-		{
-			w->skip_depth = 0;
-			map_event_not_object(w->ms, w->index, w->skip_start,
-								 (int) (w->lex->prev_token_terminator - w->skip_start));
-		}
+	if (walk_skipped_end(w, closing))
 		return;
-	}
 	if (w->in_event)
 		w->arrays_open--;
 }

@@ -61,6 +61,19 @@ machpay_worker_attach(const char *role)
 	pgstat_report_appname(role);
 }
 
+/*
+ * In a PG_CATCH of a worker's own short transaction: log the error and
+ * abort, so the worker goes on with its loop instead of exiting.
+ */
+void
+machpay_worker_report_and_abort(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
+}
+
 static bool
 extension_exists(void)
 {
