@@ -6,7 +6,7 @@
 EXTENSION   = machpay_receiver
 EXTVERSION  = 0.1
 MODULE_big  = machpay_receiver
-OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*/*.c)))
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 PGFILEDESC  = "machpay_receiver - MachPay ingestion service"
 
@@ -35,7 +35,7 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild every object when a shared
 # header changes (a struct that grew must not meet objects built before).
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*/*.h)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 	cat $^ > $@
@@ -79,5 +79,5 @@ fuzz-replay:
 bench:
 	bash bench/run.sh
 
-# The SSE console page is embedded into the library (src/sse_console.c).
-src/sse_console.o: console/index.html
+# The SSE console page is embedded into the library (src/sse/sse_console.c).
+src/sse/sse_console.o: console/index.html
