@@ -21,13 +21,14 @@ NO_INSTALLCHECK = 1
 TAP_TESTS   = 1
 PROVE_TESTS ?= $(sort $(wildcard test/t/*.pl))
 
-PG_CPPFLAGS = -I$(CURDIR)/src $(shell pkg-config --cflags libh2o-evloop 2>/dev/null)
+PG_CPPFLAGS = -I$(CURDIR)/src $(shell pkg-config --cflags libnghttp2 2>/dev/null)
 # libpq-fe.h, for the SSE relay's LISTEN connection.
 PG_CPPFLAGS += -idirafter $(libpq_srcdir) -idirafter $(shell pkg-config --variable=includedir libpq 2>/dev/null || echo /usr/include/postgresql)
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
               -Wno-missing-field-initializers -Wno-cast-function-type
-SHLIB_LINK  = $(shell pkg-config --libs libh2o-evloop 2>/dev/null || echo -lh2o-evloop) \
-              -lssl -lcrypto -lz $(libpq)
+# The HTTP engine: nghttp2 (HTTP/2), http_parser (HTTP/1.1), OpenSSL, zlib.
+SHLIB_LINK  = $(shell pkg-config --libs libnghttp2 2>/dev/null || echo -lnghttp2) \
+              -lhttp_parser -lssl -lcrypto -lz $(libpq)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   make gcc pkg-config ca-certificates curl
   postgresql-15 postgresql-server-dev-15 postgresql-15-partman
-  libh2o-evloop-dev libssl-dev zlib1g-dev libpq-dev
+  libnghttp2-dev libhttp-parser-dev libssl-dev zlib1g-dev libpq-dev
   libipc-run-perl           # TAP tests (PostgreSQL::Test::Cluster)
   nghttp2-client            # h2load and HTTP/2 tests
   clang libclang-rt-14-dev  # libFuzzer harness

@@ -37,6 +37,13 @@ char	   *machpay_sse_allow_origin = NULL;
 bool		machpay_notify_telemetry = false;
 int			machpay_flush_retry_window_s = 60;
 int			machpay_sse_heartbeat_interval_ms = 15000;
+int			machpay_http_max_connections = 10000;
+int			machpay_http_header_timeout_ms = 10000;
+int			machpay_http_idle_timeout_ms = 10000;
+int			machpay_http_max_header_size = 16384;
+int			machpay_http2_max_streams = 100;
+int			machpay_http2_max_resets = 200;
+int			machpay_http2_max_control_frames = 1000;
 
 static void
 define_postmaster_gucs(void)
@@ -130,6 +137,34 @@ define_reloadable_gucs(void)
 							gettext_noop("Interval of the comment heartbeat on SSE streams; 0 disables it."),
 							NULL, &machpay_sse_heartbeat_interval_ms, 15000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http_max_connections",
+							gettext_noop("Open client connections per ingest worker, and of the SSE relay; more are closed at once."),
+							NULL, &machpay_http_max_connections, 10000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http_header_timeout",
+							gettext_noop("Time a client has to send a whole request head (TLS handshake included)."),
+							NULL, &machpay_http_header_timeout_ms, 10000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http_idle_timeout",
+							gettext_noop("Time a connection may stay idle, or stall while reading a body or writing an answer."),
+							NULL, &machpay_http_idle_timeout_ms, 10000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http_max_header_size",
+							gettext_noop("Largest request head (HTTP/1.1) or header block (HTTP/2)."),
+							NULL, &machpay_http_max_header_size, 16384, 1024, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http2_max_streams",
+							gettext_noop("Concurrent streams per HTTP/2 connection."),
+							NULL, &machpay_http2_max_streams, 100, 1, 10000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http2_max_resets",
+							gettext_noop("Streams an HTTP/2 client may reset in 10 s before its connection is closed (Rapid Reset)."),
+							NULL, &machpay_http2_max_resets, 200, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http2_max_control_frames",
+							gettext_noop("SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA frames an HTTP/2 client may send in 10 s."),
+							NULL, &machpay_http2_max_control_frames, 1000, 10, 10000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
 void

@@ -39,6 +39,13 @@ extern char *machpay_sse_allow_origin;
 extern bool machpay_notify_telemetry;
 extern int	machpay_flush_retry_window_s;	/* telemetry retried this long, then dropped */
 extern int	machpay_sse_heartbeat_interval_ms;	/* 0 = no heartbeat */
+extern int	machpay_http_max_connections;
+extern int	machpay_http_header_timeout_ms;
+extern int	machpay_http_idle_timeout_ms;
+extern int	machpay_http_max_header_size;	/* bytes */
+extern int	machpay_http2_max_streams;
+extern int	machpay_http2_max_resets;	/* per 10 s */
+extern int	machpay_http2_max_control_frames;	/* per 10 s */
 
 extern void machpay_define_gucs(void);
 

@@ -22,47 +22,33 @@
 
 #include "buffer/buffer.h"
 #include "buffer/buffer_int.h"
-#include "http/http.h"
 #include "common/machpay.h"
 #include "common/stats.h"
+#include "http/http.h"
+#include "http/http_reply.h"
 
 #define REQUESTS_PREFIX		"http_requests_"
 #define ACCEPTED_PREFIX		"http_events_accepted_"
 #define DURATION_PREFIX		"flush_duration_le_"
 #define DURATION_SUM		"flush_duration_sum_us"
 
-static void
-send_text(h2o_req_t *req, int status, const char *reason, const char *ctype,
-		  StringInfo body)
-{
-	req->res.status = status;
-	req->res.reason = reason;
-	req->res.content_length = body->len;
-	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-				   ctype, strlen(ctype));
-	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-				   H2O_STRLIT("no-store"));
-	http_count_status(status);
-	h2o_send_inline(req, body->data, body->len);
-}
-
 void
-http_ops_healthz(h2o_req_t *req)
+http_ops_healthz(NetRequest *req)
 {
 	const char *body = "{\"status\":\"ok\"}";
 
-	http_send_json(req, 200, "OK", body, strlen(body));
+	http_reply_json(req, 200, NULL, body, strlen(body));
 }
 
 void
-http_ops_readyz(h2o_req_t *req)
+http_ops_readyz(NetRequest *req, const HttpWorkerStatus *status)
 {
 	const char *reason = NULL;
 	StringInfoData buf;
 
-	if (http_status.state == HTTP_STATE_DRAINING)
+	if (status->state == HTTP_STATE_DRAINING)
 		reason = "shutting down";
-	else if (!http_status.extension_ready)
+	else if (!status->extension_ready)
 		reason = "extension not installed";
 	else if (RecoveryInProgress())
 		reason = "standby";
@@ -75,14 +61,14 @@ http_ops_readyz(h2o_req_t *req)
 	if (reason == NULL)
 	{
 		appendStringInfoString(&buf, "{\"ready\":true}");
-		http_send_json(req, 200, "OK", buf.data, buf.len);
+		http_reply_json(req, 200, NULL, buf.data, buf.len);
 	}
 	else
 	{
 		appendStringInfoString(&buf, "{\"ready\":false,\"reason\":");
 		escape_json(&buf, reason);
 		appendStringInfoChar(&buf, '}');
-		http_send_json(req, 503, "Service Unavailable", buf.data, buf.len);
+		http_reply_json(req, 503, NULL, buf.data, buf.len);
 	}
 }
 
@@ -94,7 +80,7 @@ family(StringInfo out, const char *name, const char *type, const char *help)
 }
 
 void
-http_ops_metrics(h2o_req_t *req)
+http_ops_metrics(NetRequest *req)
 {
 	StringInfoData out;
 
@@ -173,7 +159,8 @@ http_ops_metrics(h2o_req_t *req)
 	family(&out, "intents_waiting", "gauge", "Requests whose payment intents wait for a commit.");
 	appendStringInfo(&out, "machpay_intents_waiting %d\n", buffer_intents_waiting());
 	family(&out, "http_connections", "gauge", "Open client connections of this ingest worker.");
-	appendStringInfo(&out, "machpay_http_connections %d\n", http_status.connections);
+	appendStringInfo(&out, "machpay_http_connections %d\n", net_connection_count());
 
-	send_text(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", &out);
+	http_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
+					out.data, out.len);
 }

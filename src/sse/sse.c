@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * sse.c
- *	  The SSE relay worker: an h2o event loop serving the stream and the
- *	  console page, and a libpq connection that LISTENs on machpay_events.
+ *	  The SSE relay worker: a server of the HTTP engine (http/net.h) serving
+ *	  the stream and the console page, and a libpq connection that LISTENs
+ *	  on machpay_events.
  *
  * A background worker cannot receive notifications through its own backend
  * connection, so the relay holds a second, client connection to its own
@@ -12,7 +13,7 @@
  * (the default "local all all peer" or "trust" lines do).  If it is
  * refused, the relay logs one line with that hint and retries with backoff.
  *
- * That connection is non-blocking: its socket is watched by the h2o loop
+ * That connection is non-blocking: its socket is in the engine's wait set
  * (and polled once per loop turn), so neither a slow database nor a lost
  * connection ever blocks the clients.  The same connection reads the
  * console keys (sse_keys.c) every SSE_KEYS_RELOAD_MS.  When the connection
@@ -26,12 +27,7 @@
  */
 #include "postgres.h"
 
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
@@ -52,6 +48,7 @@
 #include "utils/varlena.h"
 
 #include "common/machpay.h"
+#include "http/net.h"
 #include "sse/sse.h"
 
 #define SSE_ROLE				"machpay sse relay"
@@ -61,7 +58,6 @@
 #define SSE_BACKOFF_MAX_MS		5000
 #define SSE_LOOP_WAIT_MS		100
 #define SSE_BIND_RETRY_MS		5000
-#define SSE_MAX_LISTENERS		16
 
 PGDLLEXPORT void sse_worker_main(Datum main_arg);
 
@@ -80,16 +76,11 @@ typedef enum SseDbQuery
 	SSE_QUERY_KEYS
 } SseDbQuery;
 
-static h2o_globalconf_t h2o_config;
-static h2o_context_t h2o_ctx;
-static h2o_accept_ctx_t accept_ctx;
-static h2o_evloop_t *loop;
-static int	nlisteners = 0;
 
 static SseDbState db_state = SSE_DB_WAITING;
 static SseDbQuery db_query = SSE_QUERY_NONE;
 static PGconn *db_conn = NULL;
-static h2o_socket_t *db_sock = NULL;
+static int	db_watched_fd = -1;	/* libpq's socket, in the wait set */
 static uint64 db_next_attempt = 0;
 static int	db_backoff_ms = SSE_BACKOFF_MIN_MS;
 static bool db_lost_logged = false;	/* one line per outage ... */
@@ -110,98 +101,11 @@ now_ms(void)
 
 /* ---- listening sockets ---- */
 
-static void
-on_accept(h2o_socket_t *listener, const char *err)
-{
-	int			i;
-
-	if (err != NULL)
-		return;
-	/* A few at a time, so a burst of connections cannot starve the stream. */
-	for (i = 0; i < 32; i++)
-	{
-		h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-		int			one = 1;
-
-		if (sock == NULL)
-			break;
-		(void) setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		h2o_accept(&accept_ctx, sock);
-	}
-}
-
-static bool
-bind_one(struct addrinfo *ai)
-{
-	int			fd;
-	int			one = 1;
-	h2o_socket_t *sock;
-
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-	if (fd < 0)
-		return false;
-	(void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (ai->ai_family == AF_INET6)
-		(void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0)
-	{
-		int			save = errno;
-
-		close(fd);
-		errno = save;
-		return false;
-	}
-	sock = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-	h2o_socket_read_start(sock, on_accept);
-	nlisteners++;
-	return true;
-}
-
 /* Binds every address of machpay.listen_addresses; "*" is every address. */
 static void
 open_listeners(bool log_failure)
 {
-	char	   *raw = pstrdup(machpay_listen_addresses);
-	List	   *addrs = NIL;
-	ListCell   *lc;
-	char		port[16];
-
-	snprintf(port, sizeof(port), "%d", machpay_sse_port);
-	if (!SplitGUCList(raw, ',', &addrs))
-	{
-		ereport(LOG, (errmsg("sse relay: invalid machpay.listen_addresses \"%s\"",
-							 machpay_listen_addresses)));
-		return;
-	}
-	foreach(lc, addrs)
-	{
-		const char *host = lfirst(lc);
-		struct addrinfo hints;
-		struct addrinfo *res = NULL;
-		struct addrinfo *ai;
-		int			rc;
-
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-		rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port, &hints, &res);
-		if (rc != 0)
-		{
-			if (log_failure)
-				ereport(LOG, (errmsg("sse relay could not resolve \"%s\": %s", host, gai_strerror(rc))));
-			continue;
-		}
-		for (ai = res; ai && nlisteners < SSE_MAX_LISTENERS; ai = ai->ai_next)
-		{
-			if (!bind_one(ai) && log_failure)
-				ereport(LOG,
-						(errcode_for_socket_access(),
-						 errmsg("sse relay could not listen on \"%s\" port %d: %m", host, machpay_sse_port)));
-		}
-		freeaddrinfo(res);
-	}
-	if (nlisteners > 0)
+	if (net_open_listeners(machpay_listen_addresses, machpay_sse_port, log_failure) > 0)
 		ereport(LOG, (errmsg("sse relay listening on port %d", machpay_sse_port)));
 	else if (log_failure)
 		ereport(LOG, (errmsg("sse relay has no listening socket; retrying every %d s",
@@ -211,21 +115,12 @@ open_listeners(bool log_failure)
 /* ---- the LISTEN connection ---- */
 
 static void
-on_db_readable(h2o_socket_t *sock, const char *err)
-{
-	/* Held notifications are relayed once per loop turn (main loop). */
-	if (!notifications_held)
-		db_poll();
-}
-
-static void
 db_disconnect(void)
 {
-	if (db_sock)
+	if (db_watched_fd >= 0)
 	{
-		h2o_socket_read_stop(db_sock);
-		h2o_socket_close(db_sock);	/* closes our dup of the libpq socket */
-		db_sock = NULL;
+		net_remove_fd(db_watched_fd);
+		db_watched_fd = -1;
 	}
 	if (db_conn)
 		PQfinish(db_conn);
@@ -333,21 +228,13 @@ db_send(const char *sql, SseDbQuery what)
 static void
 db_connected(void)
 {
-	int			fd;
-
 	if (PQsetnonblocking(db_conn, 1) != 0)
 	{
 		db_fail("could not make its database connection non-blocking", PQerrorMessage(db_conn));
 		return;
 	}
-	fd = dup(PQsocket(db_conn));
-	if (fd < 0)
-	{
-		db_fail("could not watch its database connection", strerror(errno));
-		return;
-	}
-	db_sock = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-	h2o_socket_read_start(db_sock, on_db_readable);
+	db_watched_fd = PQsocket(db_conn);
+	net_add_fd(db_watched_fd);
 	db_state = SSE_DB_LISTENING;
 	(void) db_send("LISTEN " MACHPAY_NOTIFY_CHANNEL, SSE_QUERY_LISTEN);
 }
@@ -468,6 +355,8 @@ db_poll(void)
 			break;
 		}
 	}
+	if (budget < SSE_RELAY_TURN_BYTES)
+		sse_clients_wake();		/* the window got new events */
 	if (db_state == SSE_DB_READY && db_query == SSE_QUERY_NONE && now >= keys_next_load)
 	{
 		keys_next_load = now + SSE_KEYS_RELOAD_MS;
@@ -506,36 +395,34 @@ sse_worker_main(Datum main_arg)
 	pgstat_report_activity(STATE_RUNNING, "relaying " MACHPAY_NOTIFY_CHANNEL);
 
 	sse_window_init(now_ms() * 1000);
-	h2o_config_init(&h2o_config);
-	sse_clients_init(&h2o_config);
-	loop = h2o_evloop_create();
-	h2o_context_init(&h2o_ctx, loop, &h2o_config);
-	memset(&accept_ctx, 0, sizeof(accept_ctx));
-	accept_ctx.ctx = &h2o_ctx;
-	accept_ctx.hosts = h2o_config.hosts;
+	net_server_init(sse_clients_init(), "sse relay", NULL, NULL);
 	open_listeners(true);
-	if (nlisteners == 0)
+	if (net_listener_count() == 0)
 		next_bind_attempt = now_ms() + SSE_BIND_RETRY_MS;
 
 	while (!ShutdownRequestPending)
 	{
 		uint64		now;
 
-		(void) h2o_evloop_run(loop, notifications_held ? 0 :
-							 db_state == SSE_DB_CONNECTING ? 10 : SSE_LOOP_WAIT_MS);
-		if (!PostmasterIsAlive())
-			proc_exit(1);
+		(void) net_wait(notifications_held ? 0 :
+						db_state == SSE_DB_CONNECTING ? 10 : SSE_LOOP_WAIT_MS, NULL);
+		net_run();
 		/* Absorbs procsignal barriers (DROP DATABASE waits for them). */
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
+			NetLimits	limits;
+
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			net_limits_from_settings(&limits);
+			net_apply_limits(&limits);
 		}
 		db_poll();
+		net_run();				/* what the new events queued goes out now */
 		now = now_ms();
 		sse_clients_tick(now);
-		if (nlisteners == 0 && now >= next_bind_attempt)
+		if (net_listener_count() == 0 && now >= next_bind_attempt)
 		{
 			open_listeners(false);
 			next_bind_attempt = now + SSE_BIND_RETRY_MS;

@@ -13,11 +13,7 @@
 #ifndef MACHPAY_SSE_H
 #define MACHPAY_SSE_H
 
-/* h2o with its own event loop (libh2o-evloop), not libuv */
-#ifndef H2O_USE_LIBUV
-#define H2O_USE_LIBUV 0
-#endif
-#include <h2o.h>
+#include "http/net.h"
 
 /* Replay window: at most this many events and this many bytes. */
 #define SSE_WINDOW_EVENTS		10000
@@ -66,7 +62,7 @@ extern size_t sse_relay_notification(const char *payload);
 extern int64 sse_events_relayed(void);
 
 /* sse_clients.c: HTTP handling and streaming */
-extern void sse_clients_init(h2o_globalconf_t *config);
+extern const NetHandler *sse_clients_init(void);
 extern void sse_clients_wake(void);
 extern void sse_clients_tick(uint64 now_ms);
 extern int	sse_clients_count(void);

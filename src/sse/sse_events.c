@@ -310,7 +310,6 @@ append_event(const char *payload, size_t len, PayloadFields *pf)
 	window_end_offset += ev->wire_len;
 	window_bytes += ev->wire_len;
 	events_relayed++;
-	sse_clients_wake();
 }
 
 static void
