@@ -322,6 +322,9 @@ net_h1_process(NetConn *conn)
 		}
 		if (req != NULL && req->state == NET_REQ_HANDLER)
 			break;				/* waiting for the handler's answer */
+		/* a client that pipelines without reading its answers waits */
+		if (req == NULL && conn->out_len - conn->out_off > conn->limits->max_output)
+			break;
 		if (!parse_more(conn, st))
 			break;
 	}
@@ -340,6 +343,8 @@ net_h1_read_body(NetRequest *req)
 		(void) net_conn_write(req->conn, cont, sizeof(cont) - 1);
 		st->expect_continue = false;
 	}
+	/* while the body comes, a stalled upload times out like an idle one */
+	req->conn->busy = false;
 	net_conn_kick(req->conn);
 }
 

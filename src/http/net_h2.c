@@ -540,17 +540,29 @@ send_frames(NetConn *conn, H2State *st)
 	}
 }
 
-static void
+/*
+ * Tells streaming answers whose bytes all left that they may write more,
+ * and finds whether an answer is owed: a stream with its handler or with
+ * output (a stream whose head or body is still coming is not; it times out
+ * like an idle connection when the client stalls).
+ */
+static bool
 notify_drained(NetConn *conn, H2State *st)
 {
-	if (conn->out_len != conn->out_off)
-		return;
+	bool		owed = false;
+	bool		drained = conn->out_len == conn->out_off;
+
 	for (NetRequest *req = st->streams; req; req = req->next_stream)
 	{
-		if (req->state == NET_REQ_ANSWERED && req->streaming && !req->finished &&
-			req->out_len == req->out_off && req->on_drained && req->user)
+		if (req->state == NET_REQ_HANDLER ||
+			(req->state == NET_REQ_ANSWERED && !req->finished))
+			owed = true;
+		if (drained && req->state == NET_REQ_ANSWERED && req->streaming &&
+			!req->finished && req->out_len == req->out_off &&
+			req->on_drained && req->user)
 			req->on_drained(req);
 	}
+	return owed;
 }
 
 /*
@@ -587,8 +599,7 @@ net_h2_process(NetConn *conn)
 	free_gone(st);
 	give_back(st);
 	send_frames(conn, st);
-	notify_drained(conn, st);
-	conn->busy = st->nstreams > 0;
+	conn->busy = notify_drained(conn, st);
 	if (!nghttp2_session_want_read(st->session) &&
 		!nghttp2_session_want_write(st->session))
 		conn->closing = true;

@@ -486,8 +486,8 @@ conn_finish_turn(NetConn *conn)
 		proto_process(conn);
 		if (net_conn_flush(conn) < 0)
 			net_conn_abort(conn);
-		/* drained: a streaming answer may write more */
-		else if (!(conn->out_len == 0 && conn->busy && before > 0))
+		/* drained: a streaming answer or a waiting pipeline may go on */
+		else if (!(conn->out_len == 0 && before > 0))
 			break;
 	}
 	/* TLS may hold decrypted bytes that no socket event will announce */
