@@ -182,7 +182,26 @@ on_body(NetRequest *req)
 	run_endpoint(req, http_ingest_body);
 }
 
-static const NetHandler ingest_handler = {on_headers, on_body};
+static const char *error_code;
+static const char *error_message;
+static int	error_status;
+
+static void
+reply_protocol_error(NetRequest *req)
+{
+	http_reply_error(req, error_status, NULL, error_code, error_message);
+}
+
+static void
+on_error(NetRequest *req, int status, const char *code, const char *message)
+{
+	error_status = status;
+	error_code = code;
+	error_message = message;
+	run_endpoint(req, reply_protocol_error);
+}
+
+static const NetHandler ingest_handler = {on_headers, on_body, on_error};
 
 static void
 apply_settings(void)

@@ -97,6 +97,9 @@ typedef struct NetHandler
 {
 	void		(*on_headers) (NetRequest *req);
 	void		(*on_body) (NetRequest *req);
+	/* a protocol error to answer (HTTP/1.1; the connection then closes) */
+	void		(*on_error) (NetRequest *req, int status, const char *code,
+							 const char *message);
 } NetHandler;
 
 /* Limits, refreshed from the settings on SIGHUP (net_apply_limits). */

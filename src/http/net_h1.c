@@ -197,15 +197,10 @@ net_h1_free(NetConn *conn)
 	conn->proto_state = NULL;
 }
 
-/* Answers a protocol error (JSON, like every answer) and closes. */
+/* Answers a protocol error through the server (JSON, like every answer) and closes. */
 static void
 answer_error(H1State *st)
 {
-	char		body[256];
-	int			n;
-
-	n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"message\":\"%s\"}",
-				 st->error_code, st->error_message);
 	if (st->req == NULL)
 	{
 		st->req = calloc(1, sizeof(NetRequest));
@@ -215,10 +210,20 @@ answer_error(H1State *st)
 			return;
 		}
 		st->req->conn = st->conn;
+		st->req->content_length = -1;
+	}
+	if (st->req->path == NULL && !net_req_set_path(st->req, "", 0))
+	{
+		net_conn_abort(st->conn);
+		return;
 	}
 	st->keep_alive = false;
-	st->req->state = NET_REQ_DECIDING;
-	net_h1_respond(st->req, st->error_status, NULL, body, n, false);
+	st->req->state = NET_REQ_HANDLER;
+	st->conn->busy = true;
+	st->conn->handler->on_error(st->req, st->error_status, st->error_code,
+								st->error_message);
+	if (st->req->state != NET_REQ_ANSWERED)
+		net_conn_abort(st->conn);
 	st->conn->closing = true;
 }
 

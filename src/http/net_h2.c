@@ -46,6 +46,11 @@ typedef struct H2State
 	int			continuations;	/* of the header block being read */
 	size_t		block_bytes;
 	uint32_t	calm_code;		/* nonzero: GOAWAY with it, then close */
+	bool		refused_pending;	/* a REFUSED_STREAM reset waits to go out */
+	size_t		preface_left;	/* client magic bytes still to come */
+	size_t		frame_left;		/* bytes of the current frame still to come */
+	unsigned char hdr[9];		/* frame header being gathered */
+	size_t		hdr_have;
 } H2State;
 
 static H2State *
@@ -153,6 +158,19 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
 	if (frame->hd.type != NGHTTP2_HEADERS ||
 		frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
+	/*
+	 * Our own stream limit, one under the advertised one: nghttp2 treats a
+	 * stream over the advertised limit as a connection error, which would
+	 * end the client's good streams too.  The reset goes out before the
+	 * next frame is read (net_h2_process), so the count never reaches it.
+	 */
+	if (st->nstreams >= st->conn->limits->h2_max_streams)
+	{
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+								  NGHTTP2_REFUSED_STREAM);
+		st->refused_pending = true;
+		return 0;
+	}
 	req = calloc(1, sizeof(NetRequest));
 	if (req == NULL)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -360,6 +378,8 @@ read_out(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t lengt
 	return n;
 }
 
+static void send_frames(NetConn *conn, H2State *st);
+
 /* ---- the connection ---- */
 
 bool
@@ -375,6 +395,7 @@ net_h2_start(NetConn *conn)
 		return false;
 	st->conn = conn;
 	st->window_start_ms = net_now_ms();
+	st->preface_left = NGHTTP2_CLIENT_MAGIC_LEN;
 	if (nghttp2_session_callbacks_new(&cbs) != 0)
 	{
 		free(st);
@@ -399,7 +420,7 @@ net_h2_start(NetConn *conn)
 		return false;
 	}
 	iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
-	iv[0].value = conn->limits->h2_max_streams;
+	iv[0].value = conn->limits->h2_max_streams + 1;	/* see on_begin_headers */
 	iv[1].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
 	iv[1].value = conn->limits->max_header_bytes;
 	iv[2].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH;
@@ -565,6 +586,65 @@ notify_drained(NetConn *conn, H2State *st)
 	return owed;
 }
 
+/* How many of the avail bytes at in reach the end of the current frame. */
+static size_t
+to_frame_end(H2State *st, const unsigned char *in, size_t avail)
+{
+	size_t		take;
+
+	if (st->preface_left > 0)
+		return Min(avail, st->preface_left);
+	if (st->frame_left > 0)
+		return Min(avail, st->frame_left);
+	/* at a frame boundary: gather the 9-byte header to learn the length */
+	take = Min(avail, 9 - st->hdr_have);
+	memcpy(st->hdr + st->hdr_have, in, take);
+	if (st->hdr_have + take < 9)
+	{
+		st->hdr_have += take;
+		return take;
+	}
+	st->frame_left = 9 + ((size_t) st->hdr[0] << 16 | (size_t) st->hdr[1] << 8 | st->hdr[2]) -
+		st->hdr_have;
+	st->hdr_have = 0;
+	return Min(avail, st->frame_left);
+}
+
+/*
+ * Feeds the input to the session one frame at a time, so that a reset
+ * decided on one frame goes out before the next is read.
+ */
+static void
+feed(NetConn *conn, H2State *st)
+{
+	size_t		off = 0;
+
+	while (off < conn->in_len && st->calm_code == 0 && !conn->dead)
+	{
+		size_t		n = to_frame_end(st, (unsigned char *) conn->in + off, conn->in_len - off);
+		ssize_t		r = nghttp2_session_mem_recv(st->session,
+												 (const uint8_t *) conn->in + off, n);
+
+		if (r < 0)
+		{
+			if (st->calm_code == 0)
+				st->calm_code = NGHTTP2_PROTOCOL_ERROR;
+			break;
+		}
+		if (st->preface_left > 0)
+			st->preface_left -= n;
+		else if (st->frame_left > 0)
+			st->frame_left -= n;
+		off += n;
+		if (st->refused_pending)
+		{
+			st->refused_pending = false;
+			send_frames(conn, st);
+		}
+	}
+	conn->in_len = 0;
+}
+
 /*
  * Feeds what was read to the session, runs handlers, gives windows back
  * and frames the answers.  Called by the loop after reads and when kicked.
@@ -575,17 +655,7 @@ net_h2_process(NetConn *conn)
 	H2State    *st = state_of(conn);
 
 	if (conn->in_len > 0 && st->calm_code == 0)
-	{
-		ssize_t		n = nghttp2_session_mem_recv(st->session, (const uint8_t *) conn->in,
-												 conn->in_len);
-
-		conn->in_len = 0;
-		if (n < 0)
-		{
-			if (st->calm_code == 0)
-				st->calm_code = NGHTTP2_PROTOCOL_ERROR;
-		}
-	}
+		feed(conn, st);
 	if (st->calm_code != 0)
 	{
 		nghttp2_session_terminate_session(st->session, st->calm_code);

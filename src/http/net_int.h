@@ -52,6 +52,7 @@ struct NetConn
 	bool		dead;			/* closed: freed at the end of the turn */
 	bool		peer_eof;
 	bool		lingering;		/* sending side shut, reading to drop */
+	size_t		linger_bytes;
 	uint32_t	watched;		/* epoll events registered */
 	bool		kicked;			/* on the kick list */
 	bool		busy;			/* a request is with a handler or streaming */

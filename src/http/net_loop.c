@@ -46,6 +46,9 @@
 #define NET_MAX_EVENTS		128
 #define NET_TIMER_MS		200
 #define NET_LINGER_MS		2000
+#define NET_LINGER_MAX_BYTES	(1024 * 1024)
+/* Bytes read from one connection per turn, so one cannot starve the rest. */
+#define NET_READ_BUDGET		(256 * 1024)
 /* Unsent bytes a connection may hold before we stop producing more. */
 #define NET_MAX_OUTPUT		(256 * 1024)
 
@@ -398,13 +401,17 @@ proto_process(NetConn *conn)
 		net_h2_process(conn);
 }
 
-/* Lingering close: the sending side is shut; read and drop until EOF. */
+/*
+ * Lingering close: the sending side is shut; read and drop until EOF, a
+ * bounded amount per turn and in all (a client that goes on sending is
+ * cut).
+ */
 static void
 linger_read(NetConn *conn)
 {
-	char		buf[4096];
+	char		buf[16384];
 
-	for (;;)
+	for (int i = 0; i < 4; i++)
 	{
 		ssize_t		r = recv(conn->fd, buf, sizeof(buf), 0);
 
@@ -415,12 +422,20 @@ linger_read(NetConn *conn)
 		}
 		if (r < 0)
 			return;
+		conn->linger_bytes += r;
+		if (conn->linger_bytes > NET_LINGER_MAX_BYTES)
+		{
+			net_conn_abort(conn);
+			return;
+		}
 	}
 }
 
 static void
 conn_read(NetConn *conn)
 {
+	ssize_t		budget = NET_READ_BUDGET;
+
 	if (conn->lingering)
 	{
 		linger_read(conn);
@@ -438,7 +453,7 @@ conn_read(NetConn *conn)
 			return;
 	}
 	/* An HTTP/1.1 connection waiting for its answer reads no further. */
-	while (conn->in_len < NET_READ_CHUNK)
+	while (conn->in_len < NET_READ_CHUNK && budget > 0)
 	{
 		ssize_t		r;
 
@@ -461,6 +476,7 @@ conn_read(NetConn *conn)
 			break;
 		}
 		conn->in_len += r;
+		budget -= r;
 		conn->last_read_ms = net_now_ms();
 		if (conn->proto == NET_PROTO_UNKNOWN && !pick_protocol(conn))
 		{

@@ -488,7 +488,28 @@ on_body(NetRequest *req)
 	send_error(req, 400, "bad_request", "no body expected");
 }
 
-static const NetHandler sse_handler = {on_headers, on_body};
+/* A protocol error: the same JSON as every answer. */
+static void
+on_error(NetRequest *req, int status, const char *code, const char *message)
+{
+	MemoryContext old = MemoryContextSwitchTo(request_cxt);
+
+	PG_TRY();
+	{
+		send_error(req, status, code, message);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(request_cxt);
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(request_cxt);
+}
+
+static const NetHandler sse_handler = {on_headers, on_body, on_error};
 
 const NetHandler *
 sse_clients_init(void)
