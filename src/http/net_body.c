@@ -206,3 +206,46 @@ net_body_finish(NetRequest *req)
 	if (req->body)
 		req->body[req->body_len] = '\0';
 }
+
+const char *
+net_status_reason(int status)
+{
+	switch (status)
+	{
+		case 100: return "Continue";
+		case 200: return "OK";
+		case 202: return "Accepted";
+		case 204: return "No Content";
+		case 400: return "Bad Request";
+		case 401: return "Unauthorized";
+		case 403: return "Forbidden";
+		case 404: return "Not Found";
+		case 405: return "Method Not Allowed";
+		case 408: return "Request Timeout";
+		case 411: return "Length Required";
+		case 413: return "Payload Too Large";
+		case 415: return "Unsupported Media Type";
+		case 422: return "Unprocessable Entity";
+		case 429: return "Too Many Requests";
+		case 431: return "Request Header Fields Too Large";
+		case 500: return "Internal Server Error";
+		case 503: return "Service Unavailable";
+		default: return "Unknown";
+	}
+}
+
+/* The first value of a header (name in lower case), or NULL. */
+const char *
+net_header(NetRequest *req, const char *lname, size_t *len)
+{
+	for (int i = 0; i < req->nheaders; i++)
+	{
+		if (strcmp(req->headers[i].name, lname) == 0)
+		{
+			if (len)
+				*len = req->headers[i].value_len;
+			return req->headers[i].value;
+		}
+	}
+	return NULL;
+}

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  * net_int.h
  *	  Inside the HTTP engine: the connection, and the entry points of its
- *	  layers.  Calls go one way: net_loop.c -> net_h1.c / net_h2.c ->
- *	  handlers (endpoints) -> net_reply.c -> net_h1.c / net_h2.c output ->
- *	  net_conn.c (bytes, TLS).
+ *	  layers.  Calls go one way: net_loop.c -> net_h1.c / net_h2.c (which
+ *	  run the server's handlers, through NetHandler) and net_reply.c (the
+ *	  handlers' side) -> net_h1.c / net_h2.c -> net_body.c, net_conn.c.
  *
  * Memory here is malloc'ed, never palloc'ed: it is filled from inside
  * library callbacks (http_parser, nghttp2), where a PostgreSQL error must
@@ -103,7 +103,7 @@ extern void net_h2_reset(NetRequest *req);
 extern bool net_h2_idle(NetConn *conn);
 extern void net_h2_goaway(NetConn *conn);
 
-/* net_body.c: body bytes into a request, inflating gzip as they come */
+/* net_body.c: parts of a request, body bytes inflating gzip as they come */
 extern bool net_body_begin(NetRequest *req);
 extern void net_body_append(NetRequest *req, const char *data, size_t len);
 extern void net_body_finish(NetRequest *req);
@@ -112,7 +112,6 @@ extern bool net_req_add_header(NetRequest *req, const char *name, size_t nlen,
 extern bool net_req_set_path(NetRequest *req, const char *target, size_t len);
 extern void net_req_free(NetRequest *req);
 
-/* net_reply.c: the status line text */
 extern const char *net_status_reason(int status);
 
 #endif							/* MACHPAY_NET_INT_H */

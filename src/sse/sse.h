@@ -22,10 +22,10 @@
 /* A client whose unsent backlog passes this is cut off. */
 #define SSE_CLIENT_MAX_BACKLOG	(1024 * 1024)
 /*
- * One write to a client references at most this many events and bytes
- * (no copy).  The relay takes at most SSE_RELAY_TURN_BYTES of new events
- * per loop turn, less than one write, so a client that reads as fast as
- * the loop turns never builds a backlog.
+ * One write to a client copies at most this many events and bytes.  The
+ * relay takes at most SSE_RELAY_TURN_BYTES of new events per loop turn,
+ * less than one write, so a client that reads as fast as the loop turns
+ * never builds a backlog.
  */
 #define SSE_CLIENT_WRITE_EVENTS	128
 #define SSE_CLIENT_WRITE_CHUNK	(256 * 1024)
@@ -44,7 +44,7 @@ typedef struct SseEvent
 	char	   *agent_id;
 	char	   *wire;			/* "id: ..\nevent: ..\ndata: ..\n\n" */
 	size_t		wire_len;
-	int			refcount;		/* writes in flight that reference it */
+	int			refcount;		/* holders besides the window */
 	bool		evicted;		/* left the window; freed at refcount 0 */
 } SseEvent;
 
@@ -61,7 +61,8 @@ extern void sse_event_release(SseEvent *ev);
 extern size_t sse_relay_notification(const char *payload);
 extern int64 sse_events_relayed(void);
 
-/* sse_clients.c: HTTP handling and streaming */
+/* sse_clients.c: HTTP handling and streaming; sse.c wakes the clients
+ * after relaying new events into the window */
 extern const NetHandler *sse_clients_init(void);
 extern void sse_clients_wake(void);
 extern void sse_clients_tick(uint64 now_ms);
