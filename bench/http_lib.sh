@@ -3,7 +3,7 @@
 # key, gateway bodies of N events, h2load runs, CPU accounting per process
 # class from /proc/<pid>/stat, and per-status latency figures from h2load's
 # request log.
-# Words: "class" = ingest (the h2o workers), flusher, pg_other (every other
+# Words: "class" = ingest (the ingest workers), flusher, pg_other (every other
 # postmaster child: walwriter, checkpointer, psql backends, ...), client
 # (h2load / intent_load).
 # Settings (environment): WORKERS (machpay.http_workers, default 1),

@@ -234,16 +234,15 @@ parse_more(NetConn *conn, H1State *st)
 	bool		failed;
 	size_t		used;
 
-	if (conn->in_len == 0)
+	if (conn->in_len == conn->in_off)
 		return false;
 	if (st->req == NULL && conn->head_started_ms == 0)
 		conn->head_started_ms = net_now_ms();
-	used = h1_parser_feed(st->parser, conn->in, conn->in_len, &failed);
-	if (used > 0)
-	{
-		memmove(conn->in, conn->in + used, conn->in_len - used);
-		conn->in_len -= used;
-	}
+	used = h1_parser_feed(st->parser, conn->in + conn->in_off,
+						  conn->in_len - conn->in_off, &failed);
+	conn->in_off += used;
+	if (conn->in_off == conn->in_len)
+		conn->in_off = conn->in_len = 0;
 	if (st->error_status == 0 && failed)
 		set_error(st, 400, "bad_request", h1_parser_error(st->parser));
 	if (st->error_status != 0)
@@ -251,7 +250,7 @@ parse_more(NetConn *conn, H1State *st)
 		answer_error(st);
 		return false;
 	}
-	if (st->req == NULL && conn->in_len > 0 && used == 0)
+	if (st->req == NULL && conn->in_len > conn->in_off && used == 0)
 		return false;
 	return used > 0;
 }

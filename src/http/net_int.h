@@ -40,8 +40,9 @@ struct NetConn
 	const NetHandler *handler;
 	const NetLimits *limits;
 
-	char	   *in;				/* bytes read, not yet parsed */
+	char	   *in;				/* bytes read; parsed up to in_off */
 	size_t		in_len;
+	size_t		in_off;
 	size_t		in_cap;
 	char	   *out;			/* bytes to write */
 	size_t		out_len;

@@ -289,7 +289,7 @@ update_watch(NetConn *conn)
 {
 	uint32_t	ev = 0;
 
-	if (conn->lingering || (!conn->closing && conn->in_len < NET_READ_CHUNK))
+	if (conn->lingering || (!conn->closing && conn->in_len - conn->in_off < NET_READ_CHUNK))
 		ev |= EPOLLIN | EPOLLRDHUP;
 	if (conn->out_len > conn->out_off ||
 		(conn->ssl && !conn->handshake_done && SSL_want_write(conn->ssl)))
@@ -452,6 +452,13 @@ conn_read(NetConn *conn)
 		if (r <= 0)
 			return;
 	}
+	/* parsed bytes leave the buffer once per read, not once per request */
+	if (conn->in_off > 0)
+	{
+		memmove(conn->in, conn->in + conn->in_off, conn->in_len - conn->in_off);
+		conn->in_len -= conn->in_off;
+		conn->in_off = 0;
+	}
 	/* An HTTP/1.1 connection waiting for its answer reads no further. */
 	while (conn->in_len < NET_READ_CHUNK && budget > 0)
 	{
@@ -508,7 +515,7 @@ conn_finish_turn(NetConn *conn)
 	}
 	/* TLS may hold decrypted bytes that no socket event will announce */
 	if (!conn->dead && conn->ssl && conn->handshake_done && !conn->closing &&
-		SSL_pending(conn->ssl) > 0 && conn->in_len < NET_READ_CHUNK)
+		SSL_pending(conn->ssl) > 0 && conn->in_len - conn->in_off < NET_READ_CHUNK)
 	{
 		conn_read(conn);
 		net_conn_kick(conn);
