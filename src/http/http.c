@@ -393,7 +393,7 @@ machpay_http_main(Datum main_arg)
 			break;
 
 		/* The flusher sets the latch when it posted intents' outcomes. */
-		wake = net_wait(npending > 0 ? HTTP_WAIT_PENDING_MS : HTTP_WAIT_IDLE_MS, NULL);
+		wake = net_wait(npending > 0 ? HTTP_WAIT_PENDING_MS : HTTP_WAIT_IDLE_MS);
 		woken = (wake & NET_WAKE_LATCH) != 0;
 		net_run();
 	}

@@ -66,7 +66,6 @@ struct NetRequest
 
 	/* engine's state below */
 	int			state;
-	bool		body_wanted;
 	bool		gzip;
 	size_t		body_cap;
 	size_t		body_limit;
@@ -89,7 +88,6 @@ struct NetRequest
 	bool		in_ready;
 	NetRequest *prev_stream;	/* HTTP/2: the connection's streams */
 	NetRequest *next_stream;
-	int64_t		head_started_ms;
 };
 
 /* What the server does with requests. */
@@ -126,7 +124,7 @@ extern void net_close_listeners(void);
 extern int	net_listener_count(void);
 extern bool net_tls_enabled(void);
 extern int	net_connection_count(void);
-extern int	net_wait(long timeout_ms, uint32_t *wake_events);
+extern int	net_wait(long timeout_ms);
 extern void net_add_fd(int fd);
 extern void net_remove_fd(int fd);
 extern void net_run(void);
@@ -135,14 +133,12 @@ extern void net_begin_drain(void);
 /* Wake reasons returned by net_wait. */
 #define NET_WAKE_LATCH		0x01
 #define NET_WAKE_SOCKETS	0x02
-#define NET_WAKE_OTHER_FD	0x04
 
 /* net_reply.c: the endpoint's side of a request */
 extern void net_read_body(NetRequest *req, size_t limit);
 extern const char *net_header(NetRequest *req, const char *lname, size_t *len);
 extern void net_respond(NetRequest *req, int status, const char *const *headers,
 						const char *body, size_t len);
-extern void net_close_after(NetRequest *req);
 extern void net_stream_start(NetRequest *req, int status, const char *const *headers);
 extern void net_stream_write(NetRequest *req, const char *data, size_t len);
 extern size_t net_stream_unsent(NetRequest *req);

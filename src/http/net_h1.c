@@ -427,12 +427,3 @@ net_h1_stream_write(NetRequest *req, const char *data, size_t len)
 	(void) net_conn_write(req->conn, data, len);
 	(void) net_conn_write(req->conn, "\r\n", 2);
 }
-
-/* No request in progress: the idle timeout applies. */
-bool
-net_h1_idle(NetConn *conn)
-{
-	H1State    *st = conn->proto_state;
-
-	return st->req == NULL || (st->req->state == NET_REQ_HEADERS);
-}

@@ -178,7 +178,6 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
 	req->stream_id = frame->hd.stream_id;
 	req->content_length = -1;
 	req->state = NET_REQ_HEADERS;
-	req->head_started_ms = net_now_ms();
 	req->next_stream = st->streams;
 	if (st->streams)
 		st->streams->prev_stream = req;
@@ -787,12 +786,6 @@ net_h2_reset(NetRequest *req)
 	nghttp2_submit_rst_stream(st->session, NGHTTP2_FLAG_NONE, req->stream_id,
 							  NGHTTP2_CANCEL);
 	net_conn_kick(req->conn);
-}
-
-bool
-net_h2_idle(NetConn *conn)
-{
-	return state_of(conn)->nstreams == 0;
 }
 
 /* Draining: no new streams, the open ones finish. */

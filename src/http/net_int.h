@@ -90,7 +90,6 @@ extern void net_h1_respond(NetRequest *req, int status, const char *const *heade
 						   const char *body, size_t len, bool stream);
 extern void net_h1_stream_write(NetRequest *req, const char *data, size_t len);
 extern void net_h1_read_body(NetRequest *req);
-extern bool net_h1_idle(NetConn *conn);
 
 /* net_h2.c: HTTP/2 connections */
 extern bool net_h2_start(NetConn *conn);
@@ -101,7 +100,6 @@ extern void net_h2_respond(NetRequest *req, int status, const char *const *heade
 extern void net_h2_stream_write(NetRequest *req, const char *data, size_t len);
 extern void net_h2_read_body(NetRequest *req);
 extern void net_h2_reset(NetRequest *req);
-extern bool net_h2_idle(NetConn *conn);
 extern void net_h2_goaway(NetConn *conn);
 
 /* net_body.c: parts of a request, body bytes inflating gzip as they come */

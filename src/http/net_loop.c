@@ -573,7 +573,7 @@ check_timeouts(int64_t now)
  * reasons.  Postmaster death ends the process.
  */
 int
-net_wait(long timeout_ms, uint32_t *unused)
+net_wait(long timeout_ms)
 {
 	WaitEvent	events[3];
 	int			n;

@@ -36,7 +36,6 @@ net_read_body(NetRequest *req, size_t limit)
 
 	req->gzip = enc != NULL && len == 4 && pg_strncasecmp(enc, "gzip", 4) == 0;
 	req->body_limit = limit;
-	req->body_wanted = true;
 	if (!net_body_begin(req))
 		req->body_status = NET_BODY_TOO_LARGE;
 	req->state = NET_REQ_BODY;
@@ -56,14 +55,6 @@ net_respond(NetRequest *req, int status, const char *const *headers,
 		net_h2_respond(req, status, headers, body, len, false);
 	else
 		net_h1_respond(req, status, headers, body, len, false);
-}
-
-/* HTTP/1.1: the connection closes after this answer. */
-void
-net_close_after(NetRequest *req)
-{
-	if (req->stream_id == 0)
-		req->conn->closing = true;
 }
 
 /* Starts an answer of unknown length (chunked on HTTP/1.1). */

@@ -405,7 +405,7 @@ sse_worker_main(Datum main_arg)
 		uint64		now;
 
 		(void) net_wait(notifications_held ? 0 :
-						db_state == SSE_DB_CONNECTING ? 10 : SSE_LOOP_WAIT_MS, NULL);
+						db_state == SSE_DB_CONNECTING ? 10 : SSE_LOOP_WAIT_MS);
 		net_run();
 		/* Absorbs procsignal barriers (DROP DATABASE waits for them). */
 		CHECK_FOR_INTERRUPTS();
