@@ -29,6 +29,7 @@
 #define H2_ABUSE_WINDOW_MS		10000
 #define H2_MAX_CONTINUATIONS	32
 #define H2_MAX_RESPONSE_HEADERS	16
+#define H2_CONNECTION_WINDOW	(1024 * 1024)
 
 typedef struct H2State
 {
@@ -425,6 +426,12 @@ net_h2_start(NetConn *conn)
 	iv[2].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH;
 	iv[2].value = 0;
 	nghttp2_submit_settings(st->session, NGHTTP2_FLAG_NONE, iv, 3);
+	/*
+	 * A connection window larger than a stream's: streams' own windows
+	 * bound what each may send, and dropped bodies cost fewer WINDOW_UPDATEs.
+	 */
+	nghttp2_session_set_local_window_size(st->session, NGHTTP2_FLAG_NONE, 0,
+										  H2_CONNECTION_WINDOW);
 	conn->proto = NET_PROTO_H2;
 	conn->proto_state = st;
 	return true;

@@ -435,6 +435,7 @@ static void
 conn_read(NetConn *conn)
 {
 	ssize_t		budget = NET_READ_BUDGET;
+	bool		short_read = false;
 
 	if (conn->lingering)
 	{
@@ -485,6 +486,9 @@ conn_read(NetConn *conn)
 		conn->in_len += r;
 		budget -= r;
 		conn->last_read_ms = net_now_ms();
+		/* a short plain read drained the socket: no need to ask again */
+		if (conn->ssl == NULL && (size_t) r < conn->in_cap - (conn->in_len - r))
+			short_read = true;
 		if (conn->proto == NET_PROTO_UNKNOWN && !pick_protocol(conn))
 		{
 			net_conn_abort(conn);
@@ -494,7 +498,7 @@ conn_read(NetConn *conn)
 			conn->head_started_ms = 0;
 		if (conn->proto != NET_PROTO_UNKNOWN)
 			proto_process(conn);
-		if (conn->dead || conn->closing)
+		if (conn->dead || conn->closing || short_read)
 			break;
 	}
 }
