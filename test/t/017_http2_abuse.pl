@@ -95,6 +95,7 @@ $c->request(1, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json
 my $st = $c->wait_stream_done(1, 10);
 is($st && $st->{status}, '202', 'raw frames: a valid POST is 202');
 like($st && $st->{body}, qr/"accepted":1\b/, 'raw frames: one event accepted');
+like($st && $st->{headers}{'content-type'} // '', qr{^application/json}, 'raw frames: answered as JSON');
 $c->close;
 is(stored_rows(), 3, 'its three rows are stored');
 
@@ -119,6 +120,8 @@ for my $case (
 	is($st && $st->{status}, $want, "$what: $want before any DATA was sent");
 	is(json_error($st && $st->{body}), $want == 401 ? 'unauthorized' : 'too_large',
 		"$what: the answer is a JSON error");
+	like($st && $st->{headers}{'content-type'} // '', qr{^application/json},
+		"$what: Content-Type application/json");
 	# A client already in flight may send some of the body: the server
 	# drops it without opening window for more.
 	$c->data(1, 'x' x 16384, 0);
