@@ -25,6 +25,7 @@
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,7 +312,10 @@ h2_io(Conn *c, short revents)
 
 /* ---- HTTP/1.1 ------------------------------------------------------------ */
 
-/* Length of a complete answer at the start of buf, or 0 if incomplete. */
+/*
+ * Length of a complete answer at the start of buf (NUL-terminated at len),
+ * or 0 if incomplete.
+ */
 static size_t
 answer_length(const char *buf, size_t len)
 {
@@ -322,12 +326,10 @@ answer_length(const char *buf, size_t len)
 	if (end == NULL)
 		return 0;
 	head = end - buf + 4;
-	cl = memmem(buf, head, "ontent-length:", 14);
-	if (cl == NULL)
-		cl = memmem(buf, head, "ONTENT-LENGTH:", 14);
-	if (cl == NULL)
+	cl = strcasestr(buf, "\r\ncontent-length:");
+	if (cl == NULL || cl >= end)
 		return head;
-	head += strtoul(cl + 14, NULL, 10);
+	head += strtoul(cl + 17, NULL, 10);
 	return head <= len ? head : 0;
 }
 
@@ -393,6 +395,7 @@ h1_io(Conn *c, short revents)
 			return;
 		}
 		c->inlen += n;
+		c->in[c->inlen] = '\0';
 		alen = answer_length(c->in, c->inlen);
 		if (alen > 0 && c->busy)
 		{
@@ -401,7 +404,8 @@ h1_io(Conn *c, short revents)
 			c->busy = 0;
 			c->outlen = 0;
 			/* A server that answered before the body and closes: reconnect. */
-			if (memmem(c->in, alen, "onnection: close", 16) != NULL)
+			if (memmem(c->in, alen, "onnection: close", 16) != NULL ||
+				memmem(c->in, alen, "onnection: Close", 16) != NULL)
 				h1_reopen(c);
 			c->inlen = 0;
 		}
@@ -450,6 +454,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: %s h1|h2 PORT TOKEN BODY_FILE RATE SECONDS CONNS LOG\n", argv[0]);
 		return 2;
 	}
+	/* A server may answer and close before reading the whole body. */
+	signal(SIGPIPE, SIG_IGN);
 	h2mode = strcmp(argv[1], "h2") == 0;
 	port = atoi(argv[2]);
 	token = argv[3];

@@ -17,7 +17,7 @@ use warnings;
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use IO::Select;
 use IO::Socket::INET;
-use Socket qw(SOL_SOCKET SO_RCVBUF);
+use Socket qw(IPPROTO_TCP SOL_SOCKET SO_RCVBUF TCP_NODELAY);
 use Time::HiRes qw(time);
 
 # Frame types and flags (RFC 9113 §6).
@@ -46,6 +46,9 @@ sub new
 		Proto => 'tcp', Blocking => 1) or die "connect to $port: $!";
 	# A small receive buffer makes a client that does not read show at once.
 	setsockopt($s, SOL_SOCKET, SO_RCVBUF, pack('i', $o{rcvbuf})) if $o{rcvbuf};
+	# Frames go out as written: Nagle would hold a small frame behind an
+	# unacknowledged one for the peer's delayed ACK (40 ms).
+	setsockopt($s, IPPROTO_TCP, TCP_NODELAY, pack('i', 1));
 	$s->blocking(0);
 	binmode $s;
 	my $self = bless { sock => $s, in => '', frames => [], closed => 0,
