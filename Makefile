@@ -1,13 +1,20 @@
 # machpay_receiver — PGXS build.
 #
-# The install script is assembled from schema/*.sql (one piece per concern,
-# applied in file-name order) so components can own their DDL separately.
+# SQL scripts (README, "Upgrades"):
+#  - the install script of the current version (default_version in the
+#    control file) is assembled from schema/*.sql, one piece per concern,
+#    applied in file-name order, so components can own their DDL separately;
+#  - schema/upgrade/*--A--B.sql are hand-written upgrade scripts;
+#  - schema/released/*--A.sql are the frozen install scripts of released
+#    versions, installed so an old version can still be created (and the
+#    upgrade from it tested).
 
 EXTENSION   = machpay_receiver
-EXTVERSION  = 0.1
+EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big  = machpay_receiver
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
+DATA        = $(sort $(wildcard schema/released/*.sql) $(wildcard schema/upgrade/*.sql))
 PGFILEDESC  = "machpay_receiver - MachPay ingestion service"
 
 # pg_regress: one file per topic under sql/, run on a private server that

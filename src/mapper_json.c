@@ -24,6 +24,7 @@
 
 #include "mapper.h"
 #include "mapper_int.h"
+#include "pg_compat.h"
 
 /* The walk over one JSON document (the body, or one NDJSON line). */
 typedef struct JsonWalk
@@ -103,14 +104,14 @@ leaf_type_of(JsonTokenType type)
 	}
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_object_start(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
 	w->depth++;
 	if (w->skip_depth > 0)
-		return;
+		JSON_ACTION_OK;
 	if (!w->in_event)
 	{
 		if (w->depth == w->event_depth)
@@ -122,10 +123,10 @@ walk_object_start(void *state)
 			w->fields_start = NULL;
 			map_event_begin(w->ms);
 		}
-		return;
+		JSON_ACTION_OK;
 	}
 	if (w->arrays_open > 0)
-		return;
+		JSON_ACTION_OK;
 	if (w->obj_level <= 2)
 		map_add_leaf(w->ms, w->path, w->obj_level, LEAF_OBJECT, NULL, 0);
 	w->obj_level++;
@@ -134,6 +135,7 @@ walk_object_start(void *state)
 		w->maxpath *= 2;
 		w->path = repalloc(w->path, sizeof(char *) * w->maxpath);
 	}
+	JSON_ACTION_OK;
 }
 
 /*
@@ -154,32 +156,33 @@ walk_skipped_end(JsonWalk *w, int closing)
 	return true;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_object_end(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 	int			closing = w->depth--;
 
 	if (walk_skipped_end(w, closing))
-		return;
+		JSON_ACTION_OK;
 	if (!w->in_event || w->arrays_open > 0)
-		return;
+		JSON_ACTION_OK;
 	if (--w->obj_level == 0)
 	{
 		w->in_event = false;
 		map_event_end(w->ms, w->index, w->event_start,
 					  (int) (w->lex->prev_token_terminator - w->event_start));
 	}
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_array_start(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
 	w->depth++;
 	if (w->skip_depth > 0)
-		return;
+		JSON_ACTION_OK;
 	if (!w->in_event)
 	{
 		if (w->depth == 1 && w->allow_top_array)
@@ -190,26 +193,28 @@ walk_array_start(void *state)
 			w->skip_depth = w->depth;
 			w->skip_start = w->lex->token_start;
 		}
-		return;
+		JSON_ACTION_OK;
 	}
 	if (w->arrays_open == 0 && w->obj_level <= 2)
 		map_add_leaf(w->ms, w->path, w->obj_level, LEAF_ARRAY, NULL, 0);
 	w->arrays_open++;
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_array_end(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 	int			closing = w->depth--;
 
 	if (walk_skipped_end(w, closing))
-		return;
+		JSON_ACTION_OK;
 	if (w->in_event)
 		w->arrays_open--;
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_array_element_start(void *state, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
@@ -217,21 +222,23 @@ walk_array_element_start(void *state, bool isnull)
 	if (w->depth == 1 && w->event_depth == 2 && !w->in_event &&
 		w->skip_depth == 0)
 		w->index = w->nelems++;
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_field_start(void *state, char *fname, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
 	if (w->skip_depth > 0 || !w->in_event || w->arrays_open > 0)
-		return;
+		JSON_ACTION_OK;
 	w->path[w->obj_level - 1] = fname;
 	if (w->obj_level == 1 && strcmp(fname, "fields") == 0)
 		w->fields_start = w->lex->token_start;
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_field_end(void *state, char *fname, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
@@ -239,7 +246,7 @@ walk_field_end(void *state, char *fname, bool isnull)
 	if (w->skip_depth > 0 || !w->in_event || w->arrays_open > 0)
 	{
 		pfree(fname);
-		return;
+		JSON_ACTION_OK;
 	}
 	if (w->obj_level == 1 && w->fields_start != NULL &&
 		strcmp(fname, "fields") == 0)
@@ -250,9 +257,10 @@ walk_field_end(void *state, char *fname, bool isnull)
 		w->ms->fields_len = len;
 		w->fields_start = NULL;
 	}
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	JsonWalk   *w = (JsonWalk *) state;
@@ -260,21 +268,22 @@ walk_scalar(void *state, char *token, JsonTokenType tokentype)
 	if (w->skip_depth > 0)
 	{
 		pfree(token);
-		return;
+		JSON_ACTION_OK;
 	}
 	if (!w->in_event)
 	{
 		map_event_not_object(w->ms, w->index, token, (int) strlen(token));
 		pfree(token);
-		return;
+		JSON_ACTION_OK;
 	}
 	if (w->arrays_open > 0)
 	{
 		pfree(token);
-		return;
+		JSON_ACTION_OK;
 	}
 	map_add_leaf(w->ms, w->path, w->obj_level, leaf_type_of(tokentype),
 				 token, (int) strlen(token));
+	JSON_ACTION_OK;
 }
 
 /*
@@ -393,7 +402,7 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 
 	memset(&w, 0, sizeof(w));
 	w.ms = ms;
-	w.lex = makeJsonLexContextCstringLen((char *) text, (int) len, PG_UTF8, true);
+	w.lex = machpay_json_lexer(text, len);
 	w.allow_top_array = allow_array;
 	w.event_depth = 1;
 	w.index = index;
@@ -445,12 +454,7 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 		return false;
 	}
 	pfree(w.path);
-	if (w.lex->strval)
-	{
-		pfree(w.lex->strval->data);
-		pfree(w.lex->strval);
-	}
-	pfree(w.lex);
+	machpay_json_lexer_free(w.lex);
 	return true;
 }
 

@@ -18,6 +18,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 
+#include "pg_compat.h"
 #include "sse.h"
 
 /* Parts of at most this many payloads are assembled at once. */
@@ -125,14 +126,6 @@ sse_event_release(SseEvent *ev)
 
 /* ---- payload parsing: only the top-level fields the relay needs ---- */
 
-#if PG_VERSION_NUM >= 160000
-#define JSON_ACTION_RETURN JsonParseErrorType
-#define JSON_ACTION_OK return JSON_SUCCESS
-#else
-#define JSON_ACTION_RETURN void
-#define JSON_ACTION_OK return
-#endif
-
 static JSON_ACTION_RETURN
 pf_struct_start(void *state)
 {
@@ -212,11 +205,7 @@ parse_payload(const char *payload, size_t len, PayloadFields *pf)
 	sem.array_end = pf_struct_end;
 	sem.object_field_start = pf_field_start;
 	sem.scalar = pf_scalar;
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, payload, len, PG_UTF8, true);
-#else
-	lex = makeJsonLexContextCstringLen(unconstify(char *, payload), len, PG_UTF8, true);
-#endif
+	lex = machpay_json_lexer(payload, len);
 	err = pg_parse_json(lex, &sem);
 	if (err != JSON_SUCCESS)
 	{

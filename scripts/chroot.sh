@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Throwaway Debian chroots for the release matrix (make test-debian13,
+# make test-debian12, make test-deb-debian12, ...).
+#
+# A *base* is `debootstrap --variant=minbase RELEASE` plus git, make and
+# ca-certificates, kept as a tarball under $MACHPAY_CHROOT_CACHE (default
+# /var/tmp/machpay-chroot) and made once.  A *deps layer* is the base with
+# scripts/deps.sh already run, kept beside it and keyed by the hash of
+# deps.sh, so a second run unpacks it and installs nothing.  A *chroot* is
+# one unpacked copy, used for one run and thrown away.
+#
+# Each command runs in its own mount and PID namespace: the mounts a chroot
+# needs (/proc, a tmpfs on /dev/shm, /dev/pts) vanish with it, and so does
+# every process it left running (a PostgreSQL server, a browser), even when
+# the run is killed.  The EXIT trap of the caller still checks that nothing
+# is mounted below the chroot before it removes the directory.
+#
+# Usage (sourced):  . scripts/chroot.sh
+#   root=$(chroot_new trixie [deps])   unpack a fresh chroot (deps: with the deps layer)
+#   chroot_run "$root" CMD...          run CMD inside, as root
+#   chroot_remove "$root"              unmount leftovers, delete
+# Run as root (debootstrap, chroot and mount need it).
+
+MACHPAY_CHROOT_CACHE=${MACHPAY_CHROOT_CACHE:-/var/tmp/machpay-chroot}
+MACHPAY_DEBIAN_MIRROR=${MACHPAY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+chroot_log() { echo "chroot: $*" >&2; }
+
+# The tarball of the minbase system of RELEASE, made when absent.
+chroot_base() {
+  local release=$1 tar="$MACHPAY_CHROOT_CACHE/$1.tar" build
+  if [ ! -s "$tar" ]; then
+    command -v debootstrap >/dev/null || apt-get install -y -q --no-install-recommends debootstrap >&2
+    mkdir -p "$MACHPAY_CHROOT_CACHE"
+    build=$(mktemp -d "$MACHPAY_CHROOT_CACHE/$release.build.XXXXXX")
+    chroot_log "debootstrap $release into $build (once; cached as $tar)"
+    debootstrap --variant=minbase --include=ca-certificates,git,make \
+      "$release" "$build" "$MACHPAY_DEBIAN_MIRROR" >&2
+    # Services never start in a chroot; postgresql-common's default cluster
+    # is never used (tests make their own).
+    printf '#!/bin/sh\nexit 101\n' > "$build/usr/sbin/policy-rc.d"
+    chmod 755 "$build/usr/sbin/policy-rc.d"
+    mkdir -p "$build/etc/postgresql-common"
+    echo "create_main_cluster = false" > "$build/etc/postgresql-common/createcluster.conf"
+    rm -rf "$build"/var/cache/apt/archives/*.deb "$build"/var/lib/apt/lists/*
+    tar -C "$build" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+    rm -rf "$build"
+  fi
+  echo "$tar"
+}
+
+# The tarball of the base with scripts/deps.sh run in it, made when absent.
+chroot_deps_layer() {
+  local release=$1 deps_sh=$2 key tar root
+  key=$(sha256sum "$deps_sh" | cut -c1-16)
+  tar="$MACHPAY_CHROOT_CACHE/$release-deps-$key.tar"
+  if [ ! -s "$tar" ]; then
+    root=$(chroot_unpack "$(chroot_base "$release")")
+    chroot_log "installing the packages of deps.sh into $release (once; cached as $tar)"
+    cp "$deps_sh" "$root/tmp/deps.sh"
+    if ! chroot_run "$root" bash /tmp/deps.sh >&2; then
+      chroot_remove "$root"
+      return 1
+    fi
+    chroot_run "$root" apt-get clean >&2
+    rm -f "$root/tmp/deps.sh"
+    # Older layers of this release are stale once deps.sh changed.
+    rm -f "$MACHPAY_CHROOT_CACHE/$release"-deps-*.tar
+    tar -C "$root" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+    chroot_remove "$root"
+  fi
+  echo "$tar"
+}
+
+chroot_unpack() {
+  local tar=$1 root
+  root=$(mktemp -d "$MACHPAY_CHROOT_CACHE/run.XXXXXX")
+  tar -C "$root" --numeric-owner -xf "$tar"
+  chmod 755 "$root"
+  cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+  echo "$root"
+}
+
+# chroot_new RELEASE [deps [DEPS_SH]]: a fresh chroot directory.
+chroot_new() {
+  local release=$1 with=${2:-} deps_sh=${3:-scripts/deps.sh}
+  if [ "$with" = deps ]; then
+    chroot_unpack "$(chroot_deps_layer "$release" "$deps_sh")"
+  else
+    chroot_unpack "$(chroot_base "$release")"
+  fi
+}
+
+chroot_run() {
+  local root=$1; shift
+  unshare --mount --pid --fork --propagation private -- \
+    bash -c 'set -e; r=$1; shift
+      mount -t proc proc "$r/proc"
+      mount -t tmpfs -o mode=1777,nosuid,nodev shm "$r/dev/shm"
+      mount --bind /dev/pts "$r/dev/pts"
+      exec chroot "$r" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"' \
+    chroot_run "$root" "$@"
+}
+
+# Mounts still below ROOT (a namespace that did not go away cleanly).
+chroot_mounts() {
+  awk -v r="$1/" 'index($2 "/", r) == 1 { print $2 }' /proc/self/mounts | sort -r
+}
+
+chroot_remove() {
+  local root=$1 m
+  [ -n "$root" ] && [ -d "$root" ] || return 0
+  case $root in "$MACHPAY_CHROOT_CACHE"/run.*) ;; *) chroot_log "not removing $root"; return 1 ;; esac
+  for m in $(chroot_mounts "$root"); do umount -l "$m" || true; done
+  if [ -n "$(chroot_mounts "$root")" ]; then
+    chroot_log "still mounted below $root; left in place"
+    return 1
+  fi
+  rm -rf --one-file-system "$root"
+}
