@@ -49,7 +49,8 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-regress prove-tap fuzz fuzz-replay bench
+.PHONY: deps run stop test check-all check-regress prove-tap fuzz fuzz-replay bench \
+        deb test-deb test-debian12 test-debian13 test-deb-debian12 test-deb-debian13
 
 deps:
 	bash scripts/deps.sh
@@ -85,6 +86,29 @@ fuzz-replay:
 
 bench:
 	bash bench/run.sh
+
+# The Debian package of this release's PostgreSQL major, into dist/.
+deb:
+	bash scripts/deb.sh
+
+# The release matrix: the whole `make test` in a throwaway chroot of Debian
+# 13 (PostgreSQL 17) or 12 (PostgreSQL 15), from a clean clone of HEAD;
+# the debootstrap base is cached under /var/tmp/machpay-chroot.
+test-debian13:
+	bash scripts/test-chroot.sh trixie
+
+test-debian12:
+	bash scripts/test-chroot.sh bookworm
+
+# The package of a release, built in a chroot of it from a clean clone of
+# HEAD, installed with apt into a fresh chroot that serves an HTTP event.
+test-deb: test-deb-debian12
+
+test-deb-debian12:
+	bash scripts/test-deb.sh bookworm
+
+test-deb-debian13:
+	bash scripts/test-deb.sh trixie
 
 # The SSE console page is embedded into the library (src/sse_console.c).
 src/sse_console.o: console/index.html

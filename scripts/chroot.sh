@@ -16,7 +16,8 @@
 # is mounted below the chroot before it removes the directory.
 #
 # Usage (sourced):  . scripts/chroot.sh
-#   root=$(chroot_new trixie [deps])   unpack a fresh chroot (deps: with the deps layer)
+#   root=$(chroot_new trixie [SCRIPTS]) unpack a fresh chroot (with the deps layer
+#                                       of SCRIPTS/deps.sh when given)
 #   chroot_run "$root" CMD...          run CMD inside, as root
 #   chroot_remove "$root"              unmount leftovers, delete
 # Run as root (debootstrap, chroot and mount need it).
@@ -34,8 +35,13 @@ chroot_base() {
     mkdir -p "$MACHPAY_CHROOT_CACHE"
     build=$(mktemp -d "$MACHPAY_CHROOT_CACHE/$release.build.XXXXXX")
     chroot_log "debootstrap $release into $build (once; cached as $tar)"
-    debootstrap --variant=minbase --include=ca-certificates,git,make \
-      "$release" "$build" "$MACHPAY_DEBIAN_MIRROR" >&2
+    if ! debootstrap --variant=minbase --include=ca-certificates,git,make \
+        "$release" "$build" "$MACHPAY_DEBIAN_MIRROR" > "$build.log" 2>&1; then
+      tail -n 30 "$build.log" >&2
+      rm -rf "$build" "$build.log"
+      return 1
+    fi
+    rm -f "$build.log"
     # Services never start in a chroot; postgresql-common's default cluster
     # is never used (tests make their own).
     printf '#!/bin/sh\nexit 101\n' > "$build/usr/sbin/policy-rc.d"
@@ -49,21 +55,28 @@ chroot_base() {
   echo "$tar"
 }
 
-# The tarball of the base with scripts/deps.sh run in it, made when absent.
+# The tarball of the base with `deps.sh deb` run in it (what make test and
+# make deb need), made when absent.  SCRIPTS is a directory holding deps.sh
+# and pg_major.sh (those of the commit under test); the layer is keyed by
+# their hash.
 chroot_deps_layer() {
-  local release=$1 deps_sh=$2 key tar root
-  key=$(sha256sum "$deps_sh" | cut -c1-16)
+  local release=$1 scripts=$2 key tar root
+  key=$(cat "$scripts/deps.sh" "$scripts/pg_major.sh" | sha256sum | cut -c1-16)
   tar="$MACHPAY_CHROOT_CACHE/$release-deps-$key.tar"
   if [ ! -s "$tar" ]; then
-    root=$(chroot_unpack "$(chroot_base "$release")")
+    root=$(chroot_base "$release") && root=$(chroot_unpack "$root") || return 1
     chroot_log "installing the packages of deps.sh into $release (once; cached as $tar)"
-    cp "$deps_sh" "$root/tmp/deps.sh"
-    if ! chroot_run "$root" bash /tmp/deps.sh >&2; then
+    mkdir -p "$root/tmp/machpay-deps"
+    cp "$scripts/deps.sh" "$scripts/pg_major.sh" "$root/tmp/machpay-deps/"
+    if ! chroot_run "$root" bash /tmp/machpay-deps/deps.sh deb > "$root.deps.log" 2>&1; then
+      tail -n 30 "$root.deps.log" >&2
+      rm -f "$root.deps.log"
       chroot_remove "$root"
       return 1
     fi
+    rm -f "$root.deps.log"
     chroot_run "$root" apt-get clean >&2
-    rm -f "$root/tmp/deps.sh"
+    rm -rf "$root/tmp/machpay-deps"
     # Older layers of this release are stale once deps.sh changed.
     rm -f "$MACHPAY_CHROOT_CACHE/$release"-deps-*.tar
     tar -C "$root" --numeric-owner -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
@@ -81,14 +94,16 @@ chroot_unpack() {
   echo "$root"
 }
 
-# chroot_new RELEASE [deps [DEPS_SH]]: a fresh chroot directory.
+# chroot_new RELEASE [SCRIPTS]: a fresh chroot directory; with SCRIPTS
+# (see chroot_deps_layer), one with the project's packages installed.
 chroot_new() {
-  local release=$1 with=${2:-} deps_sh=${3:-scripts/deps.sh}
-  if [ "$with" = deps ]; then
-    chroot_unpack "$(chroot_deps_layer "$release" "$deps_sh")"
+  local release=$1 scripts=${2:-} tar
+  if [ -n "$scripts" ]; then
+    tar=$(chroot_deps_layer "$release" "$scripts") || return 1
   else
-    chroot_unpack "$(chroot_base "$release")"
+    tar=$(chroot_base "$release") || return 1
   fi
+  chroot_unpack "$tar"
 }
 
 chroot_run() {
