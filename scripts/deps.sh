@@ -27,7 +27,7 @@ case $release in
 esac
 for group in "$@"; do
   case $group in
-    deb) PACKAGES+=(debhelper postgresql-server-dev-all) ;;
+    deb) PACKAGES+=(build-essential debhelper postgresql-server-dev-all) ;;
     *) echo "deps: unknown group $group" >&2; exit 2 ;;
   esac
 done
