@@ -66,7 +66,7 @@ chroot_run "$target" env PGPORT="$pgport" HTTP_PORT="$httpport" bash -euo pipefa
   pg=$(ls /usr/lib/postgresql)
   pg_createcluster -p "$PGPORT" "$pg" machpay >/dev/null
   pg_conftool "$pg" machpay set shared_preload_libraries machpay_receiver
-  pg_conftool "$pg" machpay set listen_addresses "'"''"'"
+  pg_conftool "$pg" machpay set listen_addresses 127.0.0.1
   pg_conftool "$pg" machpay set machpay.port "$HTTP_PORT"
   pg_conftool "$pg" machpay set machpay.sse_port 0
   pg_ctlcluster "$pg" machpay start
