@@ -65,10 +65,8 @@ httpport=$(shuf -i 20000-60000 -n 1)
 chroot_run "$target" env PGPORT="$pgport" HTTP_PORT="$httpport" bash -euo pipefail -c '
   pg=$(ls /usr/lib/postgresql)
   pg_createcluster -p "$PGPORT" "$pg" machpay >/dev/null
-  pg_conftool "$pg" machpay set shared_preload_libraries machpay_receiver
-  pg_conftool "$pg" machpay set listen_addresses 127.0.0.1
-  pg_conftool "$pg" machpay set machpay.port "$HTTP_PORT"
-  pg_conftool "$pg" machpay set machpay.sse_port 0
+  printf "%s\n" "shared_preload_libraries = '"'machpay_receiver'"'" "listen_addresses = '"'127.0.0.1'"'" \
+         "machpay.port = $HTTP_PORT" "machpay.sse_port = 0" > "/etc/postgresql/$pg/machpay/conf.d/machpay.conf"
   pg_ctlcluster "$pg" machpay start
   trap "pg_ctlcluster $pg machpay stop -m fast" EXIT
   sql() { runuser -u postgres -- psql -X -q -tA -v ON_ERROR_STOP=1 -p "$PGPORT" -d postgres "$@"; }
