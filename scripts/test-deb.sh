@@ -65,9 +65,8 @@ httpport=$(shuf -i 20000-60000 -n 1)
 chroot_run "$target" env PGPORT="$pgport" HTTP_PORT="$httpport" bash -euo pipefail -c '
   pg=$(ls /usr/lib/postgresql)
   pg_createcluster -p "$PGPORT" "$pg" machpay >/dev/null
-  mkdir -p "/etc/postgresql/$pg/machpay/conf.d"
   printf "%s\n" "shared_preload_libraries = '"'machpay_receiver'"'" "listen_addresses = '"'127.0.0.1'"'" \
-         "machpay.port = $HTTP_PORT" "machpay.sse_port = 0" > "/etc/postgresql/$pg/machpay/conf.d/machpay.conf"
+         "machpay.port = $HTTP_PORT" "machpay.sse_port = 0" >> "/etc/postgresql/$pg/machpay/postgresql.conf"
   pg_ctlcluster "$pg" machpay start
   trap "pg_ctlcluster $pg machpay stop -m fast" EXIT
   sql() { runuser -u postgres -- psql -X -q -tA -v ON_ERROR_STOP=1 -p "$PGPORT" -d postgres "$@"; }
