@@ -42,7 +42,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-regress prove-tap fuzz fuzz-replay bench
+.PHONY: deps run stop test check-all check-layout check-regress prove-tap fuzz fuzz-replay bench
 
 deps:
 	bash scripts/deps.sh
@@ -59,9 +59,14 @@ test:
 # check-all is what scripts/test.sh runs as the postgres OS user on a copy of
 # the tree: regression suite on a temporary instance, then the TAP tests.
 check-all: all
+	$(MAKE) check-layout
 	$(MAKE) check-regress
 	$(MAKE) prove-tap
 	$(MAKE) fuzz-replay
+
+# Folders include one way and the mapper core calls no SQL (src/README.md).
+check-layout: all
+	PG_CONFIG=$(PG_CONFIG) bash scripts/check-layout.sh
 
 check-regress:
 	$(pg_regress_installcheck) --temp-instance=./tmp_check_regress $(REGRESS_OPTS) $(REGRESS)

@@ -28,7 +28,7 @@
 #include "utils/memutils.h"
 #endif
 
-#include "mapper/base58.h"
+#include "common/base58.h"
 #include "mapper/mapper.h"
 #include "mapper/mapper_int.h"
 

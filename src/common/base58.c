@@ -14,7 +14,7 @@
 #include "postgres_fe.h"
 #endif
 
-#include "mapper/base58.h"
+#include "common/base58.h"
 
 /* Value of each ASCII character in the alphabet, -1 when not in it. */
 static const int8 b58_value[128] = {
