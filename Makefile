@@ -12,7 +12,7 @@
 EXTENSION   = machpay_receiver
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big  = machpay_receiver
-OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*/*.c)))
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 DATA        = $(sort $(wildcard schema/released/*.sql) $(wildcard schema/upgrade/*.sql))
 PGFILEDESC  = "machpay_receiver - MachPay ingestion service"
@@ -42,14 +42,14 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild every object when a shared
 # header changes (a struct that grew must not meet objects built before).
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*/*.h)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 	cat $^ > $@
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-regress prove-tap fuzz fuzz-replay bench \
+.PHONY: deps run stop test check-all check-layout check-regress prove-tap fuzz fuzz-replay bench \
         deb test-deb test-debian12 test-debian13 test-deb-debian12 test-deb-debian13
 
 deps:
@@ -67,9 +67,14 @@ test:
 # check-all is what scripts/test.sh runs as the postgres OS user on a copy of
 # the tree: regression suite on a temporary instance, then the TAP tests.
 check-all: all
+	$(MAKE) check-layout
 	$(MAKE) check-regress
 	$(MAKE) prove-tap
 	$(MAKE) fuzz-replay
+
+# Folders include one way and the mapper core calls no SQL (src/README.md).
+check-layout: all
+	PG_CONFIG=$(PG_CONFIG) bash scripts/check-layout.sh
 
 check-regress:
 	$(pg_regress_installcheck) --temp-instance=./tmp_check_regress $(REGRESS_OPTS) $(REGRESS)
@@ -110,5 +115,5 @@ test-deb-debian12:
 test-deb-debian13:
 	bash scripts/test-deb.sh trixie
 
-# The SSE console page is embedded into the library (src/sse_console.c).
-src/sse_console.o: console/index.html
+# The SSE console page is embedded into the library (src/sse/sse_console.c).
+src/sse/sse_console.o: console/index.html
