@@ -191,7 +191,9 @@ for my $old (@released)
 		$current, "$old: updated to $current");
 
 	is_deeply(catalog($db), $fresh, "$old -> $current: catalog equals a fresh $current install")
-		or diag(catalog_diff(catalog($db), $fresh));
+		or diag(catalog_diff(catalog($db), $fresh)
+			. "\na schema change in schema/NN_*.sql needs the same change in "
+			. "schema/upgrade/machpay_receiver--*--$current.sql (README, Upgrades)");
 	is_deeply(data_snapshot($db), $before, "$old -> $current: every table holds the same rows");
 
 	# Works like a fresh install afterwards: the writer, the key registry,
