@@ -31,14 +31,17 @@ chroot_log() { echo "chroot: $*" >&2; }
 chroot_base() {
   local release=$1 tar="$MACHPAY_CHROOT_CACHE/$1.tar" build
   if [ ! -s "$tar" ]; then
-    command -v debootstrap >/dev/null || apt-get install -y -q --no-install-recommends debootstrap >&2
+    if ! command -v debootstrap >/dev/null; then
+      apt-get update -q >&2 && apt-get install -y -q --no-install-recommends debootstrap >&2
+    fi
     mkdir -p "$MACHPAY_CHROOT_CACHE"
     build=$(mktemp -d "$MACHPAY_CHROOT_CACHE/$release.build.XXXXXX")
     chroot_log "debootstrap $release into $build (once; cached as $tar)"
     if ! debootstrap --variant=minbase --include=ca-certificates,git,make \
         "$release" "$build" "$MACHPAY_DEBIAN_MIRROR" > "$build.log" 2>&1; then
       tail -n 30 "$build.log" >&2
-      rm -rf "$build" "$build.log"
+      chroot_unmount "$build" && rm -rf --one-file-system "$build"
+      rm -f "$build.log"
       return 1
     fi
     rm -f "$build.log"
@@ -123,14 +126,19 @@ chroot_mounts() {
   awk -v r="$1/" 'index($2 "/", r) == 1 { print $2 }' /proc/self/mounts | sort -r
 }
 
-chroot_remove() {
+# Unmounts what is left below ROOT; false when something stays mounted.
+chroot_unmount() {
   local root=$1 m
-  [ -n "$root" ] && [ -d "$root" ] || return 0
-  case $root in "$MACHPAY_CHROOT_CACHE"/run.*) ;; *) chroot_log "not removing $root"; return 1 ;; esac
   for m in $(chroot_mounts "$root"); do umount -l "$m" || true; done
   if [ -n "$(chroot_mounts "$root")" ]; then
     chroot_log "still mounted below $root; left in place"
     return 1
   fi
-  rm -rf --one-file-system "$root"
+}
+
+chroot_remove() {
+  local root=$1
+  [ -n "$root" ] && [ -d "$root" ] || return 0
+  case $root in "$MACHPAY_CHROOT_CACHE"/run.*) ;; *) chroot_log "not removing $root"; return 1 ;; esac
+  chroot_unmount "$root" && rm -rf --one-file-system "$root"
 }
