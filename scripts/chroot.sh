@@ -20,6 +20,8 @@
 #                                       of SCRIPTS/deps.sh when given)
 #   chroot_run "$root" CMD...          run CMD inside, as root
 #   chroot_remove "$root"              unmount leftovers, delete
+#   chroot_kill; chroot_remove_owned   in an EXIT trap: end the runs, delete
+#                                      every chroot this script unpacked
 # Run as root (debootstrap, chroot and mount need it).
 
 MACHPAY_CHROOT_CACHE=${MACHPAY_CHROOT_CACHE:-/var/tmp/machpay-chroot}
@@ -88,9 +90,14 @@ chroot_deps_layer() {
   echo "$tar"
 }
 
+# Each unpacked chroot records the script that owns it ($$, the same in
+# its subshells) in run.XXXXXX.owner: chroot_remove_owned removes those of
+# this script, including one a subshell was filling when a signal came;
+# chroot_remove_stale those whose owner is gone (killed with SIGKILL).
 chroot_unpack() {
   local tar=$1 root
   root=$(mktemp -d "$MACHPAY_CHROOT_CACHE/run.XXXXXX")
+  echo $$ > "$root.owner"
   tar -C "$root" --numeric-owner -xf "$tar"
   chmod 755 "$root"
   cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
@@ -109,16 +116,35 @@ chroot_new() {
   chroot_unpack "$tar"
 }
 
+# In the background and waited for, so that a signal to the calling script
+# runs its traps at once; chroot_kill then ends the run.
+CHROOT_RUN_PIDS=()
 chroot_run() {
-  local root=$1; shift
-  unshare --mount --pid --fork --propagation private -- \
+  local root=$1 pid rc=0; shift
+  unshare --mount --pid --fork --kill-child --propagation private -- \
     bash -c 'set -e; r=$1; shift
       mount -t proc proc "$r/proc"
       mount -t tmpfs -o mode=1777,nosuid,nodev shm "$r/dev/shm"
       mount --bind /dev/pts "$r/dev/pts"
       exec chroot "$r" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"' \
-    chroot_run "$root" "$@"
+    chroot_run "$root" "$@" &
+  pid=$!
+  CHROOT_RUN_PIDS+=("$pid")
+  wait "$pid" || rc=$?
+  return $rc
+}
+
+# Ends the runs this shell started that are still going: unshare ignores
+# SIGTERM while it waits, so the run's first process, PID 1 of its PID
+# namespace, gets SIGKILL, which ends every process in the namespace.
+chroot_kill() {
+  local pid init
+  for pid in "${CHROOT_RUN_PIDS[@]}"; do
+    for init in $(pgrep -P "$pid" 2>/dev/null); do
+      kill -KILL "$init" 2>/dev/null || true
+    done
+  done
 }
 
 # Mounts still below ROOT (a namespace that did not go away cleanly).
@@ -140,5 +166,25 @@ chroot_remove() {
   local root=$1
   [ -n "$root" ] && [ -d "$root" ] || return 0
   case $root in "$MACHPAY_CHROOT_CACHE"/run.*) ;; *) chroot_log "not removing $root"; return 1 ;; esac
-  chroot_unmount "$root" && rm -rf --one-file-system "$root"
+  chroot_unmount "$root" && rm -rf --one-file-system "$root" && rm -f "$root.owner" "$root.deps.log"
+}
+
+chroot_remove_owned() {
+  local owner rc=0
+  for owner in "$MACHPAY_CHROOT_CACHE"/run.*.owner; do
+    [ -f "$owner" ] && [ "$(cat "$owner")" = "$$" ] || continue
+    chroot_remove "${owner%.owner}" || rc=1
+  done
+  return $rc
+}
+
+chroot_remove_stale() {
+  local owner pid
+  for owner in "$MACHPAY_CHROOT_CACHE"/run.*.owner; do
+    [ -f "$owner" ] || continue
+    pid=$(cat "$owner")
+    kill -0 "$pid" 2>/dev/null && continue
+    chroot_log "removing ${owner%.owner}, left by process $pid"
+    chroot_remove "${owner%.owner}" || true
+  done
 }

@@ -26,7 +26,8 @@ root=
 scripts=$(mktemp -d /tmp/machpay-chroot-scripts.XXXXXX)
 cleanup() {
   local rc=$?
-  chroot_remove "$root" || rc=1
+  chroot_kill
+  chroot_remove_owned || rc=1
   rm -rf "$scripts"
   echo "test-chroot: $release ${targets[*]}: exit $rc after $(( $(date +%s) - start )) s"
   exit $rc
@@ -35,6 +36,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The packages are those of the commit under test.
+chroot_remove_stale
 git archive "$commit" scripts/deps.sh scripts/pg_major.sh | tar -C "$scripts" -xf -
 root=$(chroot_new "$release" "$scripts/scripts")
 echo "test-chroot: $release ready after $(( $(date +%s) - start )) s ($root)"

@@ -26,8 +26,8 @@ build= target=
 scripts=$(mktemp -d /tmp/machpay-chroot-scripts.XXXXXX)
 cleanup() {
   local rc=$?
-  chroot_remove "$build" || rc=1
-  chroot_remove "$target" || rc=1
+  chroot_kill
+  chroot_remove_owned || rc=1
   rm -rf "$scripts"
   echo "test-deb: $release: exit $rc after $(( $(date +%s) - start )) s"
   exit $rc
@@ -36,6 +36,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # 1. Build.
+chroot_remove_stale
 git archive "$commit" scripts/deps.sh scripts/pg_major.sh | tar -C "$scripts" -xf -
 build=$(chroot_new "$release" "$scripts/scripts")
 git clone -q --no-local "$repo" "$build/build/machpay_receiver"
