@@ -44,7 +44,8 @@ if [ $status -ne 0 ]; then
   done
   mkdir -p test/results && cp -r "$work"/regression.diffs "$work"/tmp_check test/results/ 2>/dev/null || true
 fi
-# Keep what tests leave for people to look at (console screenshots).
+# Keep what tests leave for people to look at (console screenshots, and the
+# TAP logs with the figures tests note: memory, recovery times).
 mkdir -p test/results
-find "$work/tmp_check" -name '*.png' -exec cp {} test/results/ \; 2>/dev/null || true
+find "$work/tmp_check" \( -name '*.png' -o -name 'regress_log_*' \) -exec cp {} test/results/ \; 2>/dev/null || true
 exit $status

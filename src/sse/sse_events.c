@@ -495,6 +495,13 @@ count_dropped(StatCounter counter, const char *why)
 	}
 }
 
+static bool
+intent_relayed(const char *id)
+{
+	return id != NULL && strlen(id) == SSE_INTENT_ID_LEN &&
+		hash_search(recent_intents, id, HASH_FIND, NULL) != NULL;
+}
+
 /* Remembers a relayed payment intent (see sse_relay_missed_intent). */
 static void
 remember_intent(const PayloadFields *pf)
@@ -514,6 +521,23 @@ remember_intent(const PayloadFields *pf)
 		strlcpy(last_intent_created_at, pf->created_at, sizeof(last_intent_created_at));
 }
 
+/*
+ * A complete, valid payload becomes an event.  A payment intent already
+ * relayed is not relayed again: after a reconnect one committed meanwhile
+ * can come both from the table and as a notification.
+ */
+static void
+relay_event(const char *payload, size_t len, PayloadFields *pf)
+{
+	if (pf->type && strcmp(pf->type, "payment_intent") == 0)
+	{
+		if (intent_relayed(pf->id))
+			return;
+		remember_intent(pf);
+	}
+	append_event(payload, len, pf);
+}
+
 /* A complete payload: a new event, or dropped when it is not relayable. */
 static void
 relay_whole(const char *payload, size_t len)
@@ -525,9 +549,7 @@ relay_whole(const char *payload, size_t len)
 		count_dropped(STAT_SSE_NOTIFICATIONS_INVALID, "not a JSON object, or nested too deep");
 		return;
 	}
-	if (pf.type && strcmp(pf.type, "payment_intent") == 0)
-		remember_intent(&pf);
-	append_event(payload, len, &pf);
+	relay_event(payload, len, &pf);
 }
 
 /* One signed notification: a part, or a whole payload. */
@@ -544,11 +566,7 @@ relay_signed(const char *payload, size_t len)
 	if (pf.ref && pf.chunk && pf.part >= 1 && pf.parts >= pf.part)
 		relay_part(&pf);
 	else
-	{
-		if (pf.type && strcmp(pf.type, "payment_intent") == 0)
-			remember_intent(&pf);
-		append_event(payload, len, &pf);
-	}
+		relay_event(payload, len, &pf);
 }
 
 /*
@@ -614,12 +632,10 @@ relay_missed(const char *payload, size_t len)
 {
 	PayloadFields pf;
 
-	if (!parse_payload(payload, len, &pf) || pf.id == NULL ||
-		hash_search(recent_intents, pf.id, HASH_FIND, NULL) != NULL)
+	if (!parse_payload(payload, len, &pf) || pf.id == NULL || intent_relayed(pf.id))
 		return;
 	stats_add(STAT_SSE_INTENTS_REPLAYED, 1);
-	remember_intent(&pf);
-	append_event(payload, len, &pf);
+	relay_event(payload, len, &pf);
 }
 
 /*
