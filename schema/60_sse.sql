@@ -4,9 +4,10 @@
 --
 -- Any login may NOTIFY, so the relay forwards only notifications signed
 -- with a key the server makes at start in shared memory: the publisher adds
--- ,"mac":"<HMAC-SHA256>" to the object and the relay checks and removes it.
--- A plain NOTIFY or pg_notify on machpay_events is dropped and counted
--- (sse_notifications_forged in stat_receiver).
+-- ,"mac":"<counter><HMAC-SHA256>" to the object and the relay checks and
+-- removes it.  A plain NOTIFY or pg_notify on machpay_events is dropped and
+-- counted (sse_notifications_forged in stat_receiver); so is a signed one
+-- sent again (sse_notifications_replayed): each counter is relayed once.
 --
 -- NOTIFY refuses payloads of 8000 bytes or more.  A payload that fits,
 -- signed, is sent as it is; a larger one is split into parts, all sent in
@@ -16,9 +17,10 @@
 --    "chunk": <base64 of bytes ((i-1)*5000, i*5000] of the UTF-8 payload>}
 -- The relay reassembles the parts of one ref and relays the whole payload
 -- as one event; nothing is dropped.  The payload must be a JSON object.
--- It returns the number of notifications sent.  Like NOTIFY, identical
--- payloads sent in one transaction are delivered once.  Not granted to
--- PUBLIC: publishing is the receiver's, and its owner's to grant.
+-- It returns the number of notifications sent.  Unlike a plain NOTIFY,
+-- identical payloads sent in one transaction are each delivered (their
+-- counters differ).  Not granted to PUBLIC: publishing is the receiver's,
+-- and its owner's to grant.
 CREATE FUNCTION machpay.notify_event(payload jsonb) RETURNS integer
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'machpay_notify_event';

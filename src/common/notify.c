@@ -8,12 +8,15 @@
  * so it changes at every server start and no one can read it back.  A MAC
  * rather than checking the sender's backend pid: a pid lookup races with
  * short-lived backends (the sender may be gone, its pid reused, by the
- * time the relay reads the notification); a MAC does not.
+ * time the relay reads the notification); a MAC does not.  The replay
+ * window lives in shared memory too, so a restarted relay still refuses
+ * what it relayed before.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "commands/async.h"
+#include "port/atomics.h"
 #include "common/base64.h"
 #include "common/hmac.h"
 #include "fmgr.h"
@@ -35,6 +38,10 @@
 typedef struct NotifyShared
 {
 	uint8		key[NOTIFY_KEY_BYTES];
+	pg_atomic_uint64 next_counter;	/* of the next notification */
+	/* The relay's replay window: only the relay reads or writes these. */
+	uint64		seen_high;		/* highest counter accepted, 0 before any */
+	uint64		seen[NOTIFY_REPLAY_WINDOW / 64];	/* bit c % window: c accepted */
 } NotifyShared;
 
 static NotifyShared *notify_shared = NULL;
@@ -51,22 +58,34 @@ notify_shmem_init(void)
 	bool		found;
 
 	notify_shared = ShmemInitStruct("machpay_receiver notify key", notify_shmem_size(), &found);
-	if (!found && !pg_strong_random(notify_shared->key, NOTIFY_KEY_BYTES))
+	if (found)
+		return;
+	memset(notify_shared, 0, sizeof(NotifyShared));
+	pg_atomic_init_u64(&notify_shared->next_counter, 1);
+	if (!pg_strong_random(notify_shared->key, NOTIFY_KEY_BYTES))
 		ereport(FATAL,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate the machpay_events notify key")));
 }
 
-/* HMAC-SHA256 of data under the notify key, as 64 lower-case hex digits. */
+/*
+ * The mac of a notification: its counter as 16 hex digits, then the
+ * HMAC-SHA256 under the notify key of the counter (8 bytes, big-endian)
+ * and the object, as 64 hex digits.
+ */
 static void
-notify_mac_hex(const char *data, size_t len, char *hex)
+notify_mac_hex(uint64 counter, const char *data, size_t len, char *hex)
 {
 	static const char digits[] = "0123456789abcdef";
 	uint8		mac[NOTIFY_MAC_BYTES];
+	uint8		cbytes[8];
 	pg_hmac_ctx *ctx = pg_hmac_create(PG_SHA256);
 
+	for (int i = 0; i < 8; i++)
+		cbytes[i] = (uint8) (counter >> (56 - 8 * i));
 	if (ctx == NULL ||
 		pg_hmac_init(ctx, notify_shared->key, NOTIFY_KEY_BYTES) < 0 ||
+		pg_hmac_update(ctx, cbytes, sizeof(cbytes)) < 0 ||
 		pg_hmac_update(ctx, (const uint8 *) data, len) < 0 ||
 		pg_hmac_final(ctx, mac, sizeof(mac)) < 0)
 	{
@@ -74,12 +93,17 @@ notify_mac_hex(const char *data, size_t len, char *hex)
 		elog(ERROR, "could not compute the MAC of a machpay_events notification");
 	}
 	pg_hmac_free(ctx);
+	for (int i = 0; i < 8; i++)
+	{
+		hex[2 * i] = digits[cbytes[i] >> 4];
+		hex[2 * i + 1] = digits[cbytes[i] & 0x0f];
+	}
 	for (int i = 0; i < NOTIFY_MAC_BYTES; i++)
 	{
-		hex[2 * i] = digits[mac[i] >> 4];
-		hex[2 * i + 1] = digits[mac[i] & 0x0f];
+		hex[16 + 2 * i] = digits[mac[i] >> 4];
+		hex[16 + 2 * i + 1] = digits[mac[i] & 0x0f];
 	}
-	hex[2 * NOTIFY_MAC_BYTES] = '\0';
+	hex[NOTIFY_MAC_HEX_LEN] = '\0';
 }
 
 /* Queues one object of at most NOTIFY_MAX_WHOLE bytes, signed. */
@@ -87,7 +111,7 @@ static void
 notify_signed(const char *obj, size_t len)
 {
 	StringInfoData buf;
-	char		hex[2 * NOTIFY_MAC_BYTES + 1];
+	char		hex[NOTIFY_MAC_HEX_LEN + 1];
 
 	Assert(len >= 2 && obj[0] == '{' && obj[len - 1] == '}');
 	initStringInfo(&buf);
@@ -97,7 +121,7 @@ notify_signed(const char *obj, size_t len)
 		/* "{}" has no member to put a comma after. */
 		bool		empty = (len == 2);
 
-		notify_mac_hex(obj, len, hex);
+		notify_mac_hex(pg_atomic_fetch_add_u64(&notify_shared->next_counter, 1), obj, len, hex);
 		appendStringInfo(&buf, "%s\"mac\":\"%s\"", empty ? "" : ",", hex);
 	}
 	appendStringInfoChar(&buf, '}');
@@ -169,20 +193,61 @@ machpay_notify(const char *payload, size_t len, const char *type)
 	return nparts;
 }
 
-char *
-machpay_notify_verify(const char *notification, size_t *len)
+/*
+ * Accepts counter once: true the first time a counter within the window is
+ * seen.  Counters are handed out in order but notifications commit out of
+ * order, so a window of bits rather than only the highest.
+ */
+static bool
+notify_counter_first_seen(uint64 counter)
+{
+	uint64		high = notify_shared->seen_high;
+	uint64	   *bits = notify_shared->seen;
+	uint64		slot = counter % NOTIFY_REPLAY_WINDOW;
+
+	if (counter > high)
+	{
+		/* Slots of the counters the window leaves behind are free again. */
+		if (counter - high >= NOTIFY_REPLAY_WINDOW)
+			memset(bits, 0, sizeof(notify_shared->seen));
+		else
+			for (uint64 c = high + 1; c <= counter; c++)
+				bits[(c % NOTIFY_REPLAY_WINDOW) / 64] &= ~(UINT64CONST(1) << (c % 64));
+		notify_shared->seen_high = counter;
+	}
+	else if (high - counter >= NOTIFY_REPLAY_WINDOW)
+		return false;
+	else if (bits[slot / 64] & (UINT64CONST(1) << (slot % 64)))
+		return false;
+	bits[slot / 64] |= UINT64CONST(1) << (slot % 64);
+	return true;
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+NotifyCheck
+machpay_notify_verify(const char *notification, char **obj_out, size_t *len)
 {
 	const char *mac;
 	size_t		olen;
 	char	   *obj;
-	char		hex[2 * NOTIFY_MAC_BYTES + 1];
+	char		hex[NOTIFY_MAC_HEX_LEN + 1];
+	uint64		counter = 0;
 	int			diff = 0;
 
 	if (notify_shared == NULL)
-		return NULL;
+		return NOTIFY_FORGED;
 	olen = strlen(notification);
 	if (olen < NOTIFY_MAC_SUFFIX_LEN || notification[0] != '{')
-		return NULL;
+		return NOTIFY_FORGED;
 	mac = notification + olen - NOTIFY_MAC_SUFFIX_LEN;
 	/* ,"mac":"<hex>"}  or, for an empty object, {"mac":"<hex>"} */
 	if (memcmp(mac, ",\"mac\":\"", 8) == 0)
@@ -190,24 +255,39 @@ machpay_notify_verify(const char *notification, size_t *len)
 	else if (olen == NOTIFY_MAC_SUFFIX_LEN && memcmp(notification, "{\"mac\":\"", 8) == 0)
 		olen = 1;
 	else
-		return NULL;
-	if (memcmp(mac + 8 + 64, "\"}", 2) != 0)
-		return NULL;
+		return NOTIFY_FORGED;
+	mac += 8;
+	if (memcmp(mac + NOTIFY_MAC_HEX_LEN, "\"}", 2) != 0)
+		return NOTIFY_FORGED;
+	for (int i = 0; i < 16; i++)
+	{
+		int			v = hexval(mac[i]);
+
+		if (v < 0)
+			return NOTIFY_FORGED;
+		counter = (counter << 4) | v;
+	}
 	obj = palloc(olen + 2);
 	memcpy(obj, notification, olen);
 	obj[olen] = '}';
 	obj[olen + 1] = '\0';
-	notify_mac_hex(obj, olen + 1, hex);
+	notify_mac_hex(counter, obj, olen + 1, hex);
 	/* Constant time: a forger learns nothing from how fast it fails. */
-	for (int i = 0; i < 2 * NOTIFY_MAC_BYTES; i++)
-		diff |= hex[i] ^ mac[8 + i];
+	for (int i = 16; i < NOTIFY_MAC_HEX_LEN; i++)
+		diff |= hex[i] ^ mac[i];
 	if (diff != 0)
 	{
 		pfree(obj);
-		return NULL;
+		return NOTIFY_FORGED;
 	}
+	if (!notify_counter_first_seen(counter))
+	{
+		pfree(obj);
+		return NOTIFY_REPLAYED;
+	}
+	*obj_out = obj;
 	*len = olen + 1;
-	return obj;
+	return NOTIFY_SIGNED;
 }
 
 PG_FUNCTION_INFO_V1(machpay_notify_event);

@@ -10,7 +10,8 @@
  * reassembled here before they get a seq.
  *
  * Only the receiver publishes: a notification not signed with the server's
- * notify key (common/notify.c) is *forged*, dropped and counted.  A signed
+ * notify key (common/notify.c) is *forged*, one signed but seen before is
+ * *replayed*; both are dropped and counted.  A signed
  * payload that is not a JSON object of at most SSE_MAX_JSON_DEPTH levels is
  * *invalid*, dropped and counted; no payload, and no error while handling
  * one, ends the relay.  The relay remembers the payment intents it relayed
@@ -603,15 +604,22 @@ relay_guarded(void (*fn) (const char *, size_t), const char *payload, size_t len
 static void
 relay_checked(const char *notification, size_t len)
 {
-	size_t		plen;
-	char	   *payload = machpay_notify_verify(notification, &plen);
+	size_t		plen = 0;
+	char	   *payload = NULL;
 
-	if (payload == NULL)
+	switch (machpay_notify_verify(notification, &payload, &plen))
 	{
-		count_dropped(STAT_SSE_NOTIFICATIONS_FORGED, "not signed by the receiver");
-		return;
+		case NOTIFY_SIGNED:
+			relay_signed(payload, plen);
+			break;
+		case NOTIFY_FORGED:
+			count_dropped(STAT_SSE_NOTIFICATIONS_FORGED, "not signed by the receiver");
+			break;
+		case NOTIFY_REPLAYED:
+			count_dropped(STAT_SSE_NOTIFICATIONS_REPLAYED,
+						  "signed by the receiver but sent again (or too old to tell)");
+			break;
 	}
-	relay_signed(payload, plen);
 }
 
 /*

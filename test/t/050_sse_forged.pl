@@ -1,8 +1,8 @@
 # SSE relay: only the receiver publishes (SPEC §5, §7).  A login that was
 # granted nothing NOTIFYs forged events (whole, with a made-up signature,
-# in parts that reassemble into 100,000 nested brackets): the console sees
-# none of them, the relay counts them and keeps its pid and its clients,
-# and real events still arrive.  Events are never split into extra lines,
+# in parts that reassemble into 100,000 nested brackets) and sends signed
+# ones it saw again: the console sees none of them, the relay counts them
+# and keeps its pid and its clients, and real events still arrive.  Events are never split into extra lines,
 # a signed payload nested too deep is dropped and counted, and what
 # notify_event puts on the wire is signed and reassembles exactly.
 use strict;
@@ -131,7 +131,7 @@ my $expected_text = $node->safe_psql('postgres', "SELECT ($payload_sql)::text");
 my @wire = map { /^Asynchronous notification "machpay_events" with payload "(.*)" received from server process/ ? $1 : () }
   split /\n/, $out . "\n" . $err;
 ok(@wire >= 2, scalar(@wire) . ' notifications seen by a listener');
-ok(!grep({ !/,"mac":"[0-9a-f]{64}"\}$/ } @wire), 'every notification carries a signature');
+ok(!grep({ !/,"mac":"[0-9a-f]{80}"\}$/ } @wire), 'every notification carries a counter and a signature');
 ok(!grep({ length($_) >= 8000 } @wire), 'every notification is under 8000 bytes');
 my @p = map { decode_json($_) } grep { /"part"/ } @wire;
 is_deeply([ map { $_->{part} } @p ], [ 1 .. scalar(@p) ], 'parts in order');
@@ -140,6 +140,23 @@ utf8::decode($whole);
 utf8::decode($expected_text);
 is($whole, $expected_text, 'the parts reassemble into exactly the payload text');
 is((grep { /"type": "small"/ } @wire) + 0, 1, 'a small payload is one notification');
+
+# ---- signed notifications sent again are not relayed again ----
+# A login that LISTENs sees signed notifications; it sends the small one
+# and every part of the large one again.
+ok($c->read_until(qr/event: small\n/, 30), 'the console got the small payload');
+my @again = ((grep { /"type": "small"/ } @wire), (grep { /"part"/ } @wire));
+my $replayed0 = counter('sse_notifications_replayed');
+($ret, $out, $err) = $node->psql('postgres',
+	join('', map { "SELECT pg_notify('machpay_events', \$q\$$_\$q\$);\n" } @again),
+	extra_params => [ '-U', 'mallory' ]);
+is($ret, 0, scalar(@again) . ' signed notifications sent again by a login granted nothing') or diag($err);
+publish(q{'{"type":"marker","n":4}'});
+ok($c->read_until(qr/"n": 4/, 30), 'a real event after them arrives');
+is(scalar(grep { ($_->{event} // '') eq 'small' } $c->events), 1, 'the small payload was relayed once');
+is(scalar(grep { ($_->{event} // '') eq 'big' } $c->events), 1, 'the large payload was relayed once');
+is(counter('sse_notifications_replayed') - $replayed0, scalar(@again), 'each one sent again counted as replayed');
+is($node->safe_psql('postgres', $relay_q), $relay_pid, 'the relay kept its pid');
 
 $c->disconnect;
 $node->stop;
