@@ -27,6 +27,9 @@ prove_tests=()
 for t in "${targets[@]}"; do
   [ "$t" = prove-some ] && prove_tests=(PROVE_TESTS="${PROVE_TESTS:?prove-some needs PROVE_TESTS}")
 done
+if [ -n "${PROVE_TESTS:-}" ] && [ ${#prove_tests[@]} -eq 0 ]; then
+  echo "test: PROVE_TESTS is ignored here (every test runs); to run only some: scripts/test.sh prove-some" >&2
+fi
 deadline=${MACHPAY_TEST_TIMEOUT:-1500}
 # Programs the tests use (chromium, nghttp) are required here: deps.sh
 # installed them, so a missing one is a failure, not a skip.
