@@ -76,7 +76,6 @@ notify_shmem_init(void)
 static void
 notify_mac_hex(uint64 counter, const char *data, size_t len, char *hex)
 {
-	static const char digits[] = "0123456789abcdef";
 	uint8		mac[NOTIFY_MAC_BYTES];
 	uint8		cbytes[8];
 	pg_hmac_ctx *ctx = pg_hmac_create(PG_SHA256);
@@ -93,16 +92,8 @@ notify_mac_hex(uint64 counter, const char *data, size_t len, char *hex)
 		elog(ERROR, "could not compute the MAC of a machpay_events notification");
 	}
 	pg_hmac_free(ctx);
-	for (int i = 0; i < 8; i++)
-	{
-		hex[2 * i] = digits[cbytes[i] >> 4];
-		hex[2 * i + 1] = digits[cbytes[i] & 0x0f];
-	}
-	for (int i = 0; i < NOTIFY_MAC_BYTES; i++)
-	{
-		hex[16 + 2 * i] = digits[mac[i] >> 4];
-		hex[16 + 2 * i + 1] = digits[mac[i] & 0x0f];
-	}
+	hex_encode((const char *) cbytes, sizeof(cbytes), hex);
+	hex_encode((const char *) mac, sizeof(mac), hex + 2 * sizeof(cbytes));
 	hex[NOTIFY_MAC_HEX_LEN] = '\0';
 }
 
@@ -133,17 +124,12 @@ notify_signed(const char *obj, size_t len)
 static void
 notify_part_ref(char *ref)
 {
-	static const char digits[] = "0123456789abcdef";
 	uint8		raw[16];
 
 	if (!pg_strong_random(raw, sizeof(raw)))
 		elog(ERROR, "could not generate a random reference");
-	for (int i = 0; i < 16; i++)
-	{
-		ref[2 * i] = digits[raw[i] >> 4];
-		ref[2 * i + 1] = digits[raw[i] & 0x0f];
-	}
-	ref[32] = '\0';
+	hex_encode((const char *) raw, sizeof(raw), ref);
+	ref[2 * sizeof(raw)] = '\0';
 }
 
 int

@@ -54,7 +54,7 @@ sub machpay_revoked_within
 			return (0, sprintf('a request %.3f s after the commit got %s', $start, $st))
 			  if $st ne '401';
 			return (1, sprintf('first refused %.3f s after the commit; the %d requests after %.1f s were all refused',
-					$first_refused, $after + 1, $limit))
+					$first_refused, $after, $limit))
 			  if ++$after >= 20;
 		}
 		else
