@@ -16,7 +16,9 @@
 --   {"type": <payload type>, "part": i, "parts": n, "ref": <random hex>,
 --    "chunk": <base64 of bytes ((i-1)*5000, i*5000] of the UTF-8 payload>}
 -- The relay reassembles the parts of one ref and relays the whole payload
--- as one event; nothing is dropped.  The payload must be a JSON object.
+-- as one event; nothing is dropped.  The payload must be a JSON object
+-- (the relay drops and counts one nested deeper than 64 levels,
+-- sse_notifications_invalid).
 -- It returns the number of notifications sent.  Unlike a plain NOTIFY,
 -- identical payloads sent in one transaction are each delivered (their
 -- counters differ).  Not granted to PUBLIC: publishing is the receiver's,
