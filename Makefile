@@ -19,7 +19,9 @@ REGRESS_OPTS = --temp-config=$(CURDIR)/test/regress.conf
 NO_INSTALLCHECK = 1
 
 TAP_TESTS   = 1
-PROVE_TESTS ?= $(sort $(wildcard test/t/*.pl))
+# prove-tap runs every file whatever the environment says; prove-some runs
+# the files named by PROVE_TESTS (make prove-some PROVE_TESTS=test/t/040_sse.pl).
+ALL_TAP_TESTS = $(sort $(wildcard test/t/*.pl))
 
 PG_CPPFLAGS = -I$(CURDIR)/src $(shell pkg-config --cflags libh2o-evloop 2>/dev/null)
 # libpq-fe.h, for the SSE relay's LISTEN connection.
@@ -42,7 +44,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-layout check-regress prove-tap fuzz fuzz-replay bench
+.PHONY: deps run stop test check-all check-layout check-regress prove-tap prove-some fuzz fuzz-replay bench
 
 deps:
 	bash scripts/deps.sh
@@ -71,8 +73,14 @@ check-layout: all
 check-regress:
 	$(pg_regress_installcheck) --temp-instance=./tmp_check_regress $(REGRESS_OPTS) $(REGRESS)
 
-prove-tap: PROVE_FLAGS += -I $(CURDIR)/test/lib
+# --timer: every file's run time in the log (the slowest show at a glance).
+prove-tap prove-some: PROVE_FLAGS += -I $(CURDIR)/test/lib --timer
+prove-tap: override PROVE_TESTS = $(ALL_TAP_TESTS)
 prove-tap:
+	$(prove_installcheck)
+
+prove-some:
+	@test -n "$(PROVE_TESTS)" || { echo "prove-some: set PROVE_TESTS" >&2; exit 1; }
 	$(prove_installcheck)
 
 fuzz:

@@ -73,6 +73,10 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_HTTP_EVENTS_ACCEPTED_LOG] = "http_events_accepted_log",
 	[STAT_HTTP_EVENTS_REJECTED] = "http_events_rejected",
 	[STAT_HTTP_EVENTS_REFUSED] = "http_events_refused",
+	[STAT_SSE_NOTIFICATIONS_FORGED] = "sse_notifications_forged",
+	[STAT_SSE_NOTIFICATIONS_REPLAYED] = "sse_notifications_replayed",
+	[STAT_SSE_NOTIFICATIONS_INVALID] = "sse_notifications_invalid",
+	[STAT_SSE_INTENTS_REPLAYED] = "sse_intents_replayed",
 };
 
 Size

@@ -7,8 +7,8 @@
  * (series ids from series_cache.c, points through bulk_insert.c, then the
  * rollup invalidation marks of their hours), log rows and dead letters
  * (bulk_insert.c), payment intents (intents.c), config reports
- * (vendor_config.c).  Notifications are queued with Async_Notify and go
- * out at commit, or not at all; counters move at commit (xact_stats.c).
+ * (vendor_config.c).  Notifications are queued with machpay_notify
+ * (common/notify.c, signed) and go out at commit, or not at all; counters move at commit (xact_stats.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,6 +27,7 @@
 
 #include "flusher/bulk_insert.h"
 #include "common/machpay.h"
+#include "common/notify.h"
 #include "flusher/series_cache.h"
 #include "flusher/xact_stats.h"
 #include "flusher/writer.h"
@@ -90,7 +91,7 @@ notify_telemetry(int32 source, const char *entity_id, TimestampTz time, int64 nr
 	writer_append_json_time(&buf, time);
 	appendStringInfo(&buf, ",\"rows\":" INT64_FORMAT "}", nrows);
 	/* A base58 id, a timestamp and a count: always small. */
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	(void) machpay_notify(buf.data, buf.len, NULL);
 	pfree(buf.data);
 }
 
@@ -447,6 +448,6 @@ writer_notify_ingest(const WriteResult *result, const char *origin)
 					 result->events_by_source[SOURCE_PAYMENT_INTENT],
 					 result->events_by_source[SOURCE_LOG]);
 	appendStringInfo(&buf, ",\"intents_duplicate\":" INT64_FORMAT "}", ndup);
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	(void) machpay_notify(buf.data, buf.len, "ingest");
 	pfree(buf.data);
 }

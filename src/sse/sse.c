@@ -18,7 +18,12 @@
  * console keys (sse_keys.c) every SSE_KEYS_RELOAD_MS.  When the connection
  * is lost (pg_terminate_backend, a restart of the server) the relay
  * reconnects by itself with exponential backoff; sequence numbers and the
- * replay window live in the worker and keep going.  Sequence numbers start
+ * replay window live in the worker and keep going.  Notifications sent
+ * while it was away are lost with the connection, so once it listens again
+ * it reads the payment intents committed meanwhile back from the table
+ * (received up to SSE_MISSED_MARGIN_S before the newest it relayed, or
+ * since it last listened) and relays those it has not relayed yet: a
+ * console never misses a settlement.  Sequence numbers start
  * at the start time of the worker in milliseconds times 1000, so they keep
  * growing across restarts of the server too, and a Last-Event-ID from an
  * earlier run gets "event: reset".
@@ -62,6 +67,13 @@
 #define SSE_LOOP_WAIT_MS		100
 #define SSE_BIND_RETRY_MS		5000
 #define SSE_MAX_LISTENERS		16
+/*
+ * An intent is received (created_at) before it commits: read back from
+ * this long before the newest one relayed, so one that committed later
+ * than a newer one is not missed (ids already relayed are skipped).
+ */
+#define SSE_MISSED_MARGIN_S		60
+#define SSE_MISSED_MAX_ROWS		SSE_WINDOW_EVENTS
 
 PGDLLEXPORT void sse_worker_main(Datum main_arg);
 
@@ -77,7 +89,8 @@ typedef enum SseDbQuery
 {
 	SSE_QUERY_NONE,
 	SSE_QUERY_LISTEN,
-	SSE_QUERY_KEYS
+	SSE_QUERY_KEYS,
+	SSE_QUERY_MISSED			/* payment intents committed while away */
 } SseDbQuery;
 
 static h2o_globalconf_t h2o_config;
@@ -95,6 +108,8 @@ static int	db_backoff_ms = SSE_BACKOFF_MIN_MS;
 static bool db_lost_logged = false;	/* one line per outage ... */
 static bool db_refused_logged = false;	/* ... and one per kind of failure */
 static bool db_ever_ready = false;
+static bool missed_pending = false;	/* read back missed intents next */
+static TimestampTz db_ready_at = 0; /* when LISTEN first succeeded */
 static uint64 keys_next_load = 0;
 static bool keys_error_logged = false;
 static char *superuser_name = NULL;
@@ -279,8 +294,8 @@ db_fail(const char *what, const char *detail)
 static void
 db_connect_start(void)
 {
-	const char *keys[7];
-	const char *values[7];
+	const char *keys[8];
+	const char *values[8];
 	char		port[16];
 	char	   *host;
 	char	   *comma;
@@ -306,8 +321,11 @@ db_connect_start(void)
 	values[4] = SSE_LISTENER_APPNAME;
 	keys[5] = "connect_timeout";
 	values[5] = "10";
-	keys[6] = NULL;
-	values[6] = NULL;
+	/* Times read back as JSON in the writer's format (UTC). */
+	keys[6] = "options";
+	values[6] = "-c TimeZone=UTC";
+	keys[7] = NULL;
+	values[7] = NULL;
 
 	db_conn = PQconnectStartParams(keys, values, 0);
 	if (db_conn == NULL || PQstatus(db_conn) == CONNECTION_BAD)
@@ -366,15 +384,30 @@ db_handle_result(PGresult *res)
 		}
 		db_state = SSE_DB_READY;
 		db_backoff_ms = SSE_BACKOFF_MIN_MS;
+		missed_pending = db_ever_ready;
 		if (db_lost_logged || db_refused_logged || db_ever_ready)
-			ereport(LOG, (errmsg("sse relay reconnected to database \"%s\" and listens on " MACHPAY_NOTIFY_CHANNEL " again; notifications sent while it was away are missed",
+			ereport(LOG, (errmsg("sse relay reconnected to database \"%s\" and listens on " MACHPAY_NOTIFY_CHANNEL " again; payment intents committed meanwhile are read back, other notifications sent while it was away are missed",
 								 machpay_database)));
 		else
 			ereport(LOG, (errmsg("sse relay listens on " MACHPAY_NOTIFY_CHANNEL " in database \"%s\"",
 								 machpay_database)));
 		db_lost_logged = db_refused_logged = false;
+		if (!db_ever_ready)
+			db_ready_at = GetCurrentTimestamp();
 		db_ever_ready = true;
 		keys_next_load = 0;
+	}
+	else if (db_query == SSE_QUERY_MISSED)
+	{
+		if (st == PGRES_TUPLES_OK)
+		{
+			for (int i = 0; i < PQntuples(res); i++)
+				sse_relay_missed_intent(PQgetvalue(res, i, 0));
+		}
+		else
+			ereport(LOG,
+					(errmsg("sse relay could not read back missed payment intents: %s",
+							PQresultErrorMessage(res))));
 	}
 	else if (db_query == SSE_QUERY_KEYS)
 	{
@@ -396,6 +429,42 @@ db_handle_result(PGresult *res)
 			keys_error_logged = true;
 		}
 	}
+}
+
+/*
+ * Asks for the payment intents received since the newest one relayed (less
+ * a margin), or since the relay first listened, as payment_intent payloads
+ * in the writer's format (flusher/intents.c).
+ */
+static bool
+db_send_missed_intents(void)
+{
+	const char *since = sse_last_intent_created_at();
+	char	   *lit;
+	char	   *sql;
+	bool		ok;
+
+	if (since[0] == '\0')
+		since = timestamptz_to_str(db_ready_at);
+	lit = PQescapeLiteral(db_conn, since, strlen(since));
+	if (lit == NULL)
+	{
+		db_fail("lost its database connection", PQerrorMessage(db_conn));
+		return false;
+	}
+	sql = psprintf("SELECT '{\"type\":\"payment_intent\",\"id\":' || to_json(id::text)"
+				   " || ',\"gateway_id\":' || to_json(gateway_id) || ',\"agent_id\":' || to_json(agent_id)"
+				   " || ',\"nonce\":' || to_json(nonce::text) || ',\"amount\":' || to_json(amount::text)"
+				   " || ',\"token\":' || to_json(token) || ',\"status\":' || to_json(status)"
+				   " || ',\"created_at\":' || to_json(created_at) || '}'"
+				   " FROM machpay.payment_intents"
+				   " WHERE created_at >= %s::timestamptz - interval '%d s'"
+				   " ORDER BY created_at, id LIMIT %d",
+				   lit, SSE_MISSED_MARGIN_S, SSE_MISSED_MAX_ROWS);
+	PQfreemem(lit);
+	ok = db_send(sql, SSE_QUERY_MISSED);
+	pfree(sql);
+	return ok;
 }
 
 /*
@@ -467,6 +536,12 @@ db_poll(void)
 			notifications_held = true;
 			break;
 		}
+	}
+	if (db_state == SSE_DB_READY && db_query == SSE_QUERY_NONE && missed_pending)
+	{
+		missed_pending = false;
+		if (!db_send_missed_intents())
+			return;
 	}
 	if (db_state == SSE_DB_READY && db_query == SSE_QUERY_NONE && now >= keys_next_load)
 	{

@@ -37,6 +37,8 @@
 
 /* Largest payload reassembled from parts (machpay.max_body_size's default). */
 #define SSE_MAX_PAYLOAD			(8 * 1024 * 1024)
+/* Deepest nesting of a relayed payload (SPEC's limit for ingested JSON). */
+#define SSE_MAX_JSON_DEPTH		64
 
 typedef struct SseEvent
 {
@@ -62,7 +64,9 @@ extern uint64 sse_window_next_seq(void);
 extern uint64 sse_window_end_offset(void);
 extern SseEvent *sse_window_get(uint64 seq);
 extern void sse_event_release(SseEvent *ev);
-extern size_t sse_relay_notification(const char *payload);
+extern size_t sse_relay_notification(const char *notification);
+extern void sse_relay_missed_intent(const char *payload);
+extern const char *sse_last_intent_created_at(void);
 extern int64 sse_events_relayed(void);
 
 /* sse_clients.c: HTTP handling and streaming */
