@@ -12,7 +12,8 @@
 -- number of notifications sent.  Like NOTIFY, identical payloads sent in
 -- one transaction are delivered once.
 CREATE FUNCTION machpay.notify_event(payload jsonb) RETURNS integer
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     txt   text := payload::text;
     raw   bytea;

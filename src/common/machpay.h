@@ -16,6 +16,8 @@
 #define MACHPAY_EXTENSION_NAME	"machpay_receiver"
 #define MACHPAY_SCHEMA			"machpay"
 #define MACHPAY_NOTIFY_CHANNEL	"machpay_events"
+/* The search_path of every worker and of every function of the schema. */
+#define MACHPAY_SAFE_SEARCH_PATH	"pg_catalog, pg_temp"
 
 /* Settings (guc.c).  Units as stored by the GUC machinery. */
 extern char *machpay_database;

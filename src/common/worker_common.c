@@ -50,6 +50,15 @@ machpay_register_worker(const char *function, const char *name, const char *type
 /*
  * Install the standard signal handlers (SIGHUP sets ConfigReloadPending,
  * SIGTERM sets ShutdownRequestPending) and connect to machpay.database.
+ *
+ * The workers run SQL as the bootstrap superuser: with the database's
+ * search_path, a function or operator that any role with CREATE on a
+ * schema of that path defines with a closer argument match (a
+ * public.unnest(timestamptz[]) beats pg_catalog.unnest(anyarray)) would run
+ * with the worker's rights.  So the path is pinned to the system catalog
+ * (and the worker's temporary schema, last) at the level of a session SET:
+ * it outranks ALTER DATABASE / ALTER ROLE settings, and functions may still
+ * set their own.
  */
 void
 machpay_worker_attach(const char *role)
@@ -58,6 +67,7 @@ machpay_worker_attach(const char *role)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(machpay_database, NULL, 0);
+	SetConfigOption("search_path", MACHPAY_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_SESSION);
 	pgstat_report_appname(role);
 }
 

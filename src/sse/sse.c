@@ -14,9 +14,10 @@
  *
  * That connection is non-blocking: its socket is watched by the h2o loop
  * (and polled once per loop turn), so neither a slow database nor a lost
- * connection ever blocks the clients.  The same connection reads the
- * console keys (sse_keys.c) every SSE_KEYS_RELOAD_MS.  When the connection
- * is lost (pg_terminate_backend, a restart of the server) the relay
+ * connection ever blocks the clients.  The console keys are the key cache
+ * of common/auth.c, refreshed once per loop turn through the worker's own
+ * backend; when they change, open streams are re-checked (sse_clients.c).
+ * When the connection is lost (pg_terminate_backend, a restart of the server) the relay
  * reconnects by itself with exponential backoff; sequence numbers and the
  * replay window live in the worker and keep going.  Sequence numbers start
  * at the start time of the worker in milliseconds times 1000, so they keep
@@ -51,12 +52,12 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "common/auth.h"
 #include "common/machpay.h"
 #include "sse/sse.h"
 
 #define SSE_ROLE				"machpay sse relay"
 #define SSE_LISTENER_APPNAME	"machpay_sse_listener"
-#define SSE_KEYS_RELOAD_MS		500
 #define SSE_BACKOFF_MIN_MS		100
 #define SSE_BACKOFF_MAX_MS		5000
 #define SSE_LOOP_WAIT_MS		100
@@ -76,8 +77,7 @@ typedef enum SseDbState
 typedef enum SseDbQuery
 {
 	SSE_QUERY_NONE,
-	SSE_QUERY_LISTEN,
-	SSE_QUERY_KEYS
+	SSE_QUERY_LISTEN
 } SseDbQuery;
 
 static h2o_globalconf_t h2o_config;
@@ -95,7 +95,6 @@ static int	db_backoff_ms = SSE_BACKOFF_MIN_MS;
 static bool db_lost_logged = false;	/* one line per outage ... */
 static bool db_refused_logged = false;	/* ... and one per kind of failure */
 static bool db_ever_ready = false;
-static uint64 keys_next_load = 0;
 static bool keys_error_logged = false;
 static char *superuser_name = NULL;
 static bool notifications_held = false;	/* parsed by libpq, not yet relayed */
@@ -279,8 +278,8 @@ db_fail(const char *what, const char *detail)
 static void
 db_connect_start(void)
 {
-	const char *keys[7];
-	const char *values[7];
+	const char *keys[8];
+	const char *values[8];
 	char		port[16];
 	char	   *host;
 	char	   *comma;
@@ -306,8 +305,11 @@ db_connect_start(void)
 	values[4] = SSE_LISTENER_APPNAME;
 	keys[5] = "connect_timeout";
 	values[5] = "10";
-	keys[6] = NULL;
-	values[6] = NULL;
+	/* Pinned like every worker's (worker_common.c). */
+	keys[6] = "options";
+	values[6] = "-csearch_path=pg_catalog,pg_temp";
+	keys[7] = NULL;
+	values[7] = NULL;
 
 	db_conn = PQconnectStartParams(keys, values, 0);
 	if (db_conn == NULL || PQstatus(db_conn) == CONNECTION_BAD)
@@ -374,27 +376,6 @@ db_handle_result(PGresult *res)
 								 machpay_database)));
 		db_lost_logged = db_refused_logged = false;
 		db_ever_ready = true;
-		keys_next_load = 0;
-	}
-	else if (db_query == SSE_QUERY_KEYS)
-	{
-		if (st == PGRES_TUPLES_OK)
-		{
-			int			i;
-
-			sse_keys_begin_load();
-			for (i = 0; i < PQntuples(res); i++)
-				sse_keys_add(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
-			sse_keys_end_load();
-			keys_error_logged = false;
-		}
-		else if (!keys_error_logged)
-		{
-			ereport(LOG,
-					(errmsg("sse relay could not read machpay.ingest_keys: %s", PQresultErrorMessage(res)),
-					 errdetail("The last key list read stays in use.")));
-			keys_error_logged = true;
-		}
 	}
 }
 
@@ -468,18 +449,38 @@ db_poll(void)
 			break;
 		}
 	}
-	if (db_state == SSE_DB_READY && db_query == SSE_QUERY_NONE && now >= keys_next_load)
-	{
-		keys_next_load = now + SSE_KEYS_RELOAD_MS;
-		if (!db_send("SELECT encode(token_sha256, 'hex'), role, entity_id FROM machpay.ingest_keys"
-					 " WHERE revoked_at IS NULL OR revoked_at > now()", SSE_QUERY_KEYS))
-			return;
-	}
 	if (PQflush(db_conn) < 0)
 		db_fail("lost its database connection", PQerrorMessage(db_conn));
 }
 
 /* ---- the worker ---- */
+
+/*
+ * Reload the key cache when keys changed, and close the streams whose key
+ * is no longer live.  A failed reload keeps the last keys until auth.c
+ * judges them stale (new streams then get 503).
+ */
+static void
+refresh_keys(void)
+{
+	static uint64 seen_generation = 0;
+
+	if (!auth_refresh(false))
+	{
+		if (!keys_error_logged)
+			ereport(LOG,
+					(errmsg("sse relay could not read machpay.ingest_keys"),
+					 errdetail("It retries every second; open streams are re-checked once it can.")));
+		keys_error_logged = true;
+		return;
+	}
+	keys_error_logged = false;
+	if (auth_generation() != seen_generation)
+	{
+		seen_generation = auth_generation();
+		sse_clients_revalidate();
+	}
+}
 
 static void
 load_superuser_name(void)
@@ -501,7 +502,7 @@ sse_worker_main(Datum main_arg)
 	if (!machpay_worker_wait_for_extension(SSE_ROLE))
 		proc_exit(0);
 	load_superuser_name();
-	/* pg_cryptohash (key checks) registers with the current resource owner. */
+	/* An owner outside transactions, for what registers with one. */
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, SSE_ROLE);
 	pgstat_report_activity(STATE_RUNNING, "relaying " MACHPAY_NOTIFY_CHANNEL);
 
@@ -533,6 +534,7 @@ sse_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		db_poll();
+		refresh_keys();
 		now = now_ms();
 		sse_clients_tick(now);
 		if (nlisteners == 0 && now >= next_bind_attempt)
