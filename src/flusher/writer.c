@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
@@ -20,6 +21,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -351,6 +353,23 @@ write_config(const char *rows, Size len, int n, WriteResult *result)
 	vendor_config_apply(in, n, result);
 }
 
+/*
+ * A transaction that stores payment intents commits durably, whatever
+ * synchronous_commit the server, database or role set: its caller answers
+ * 200 once the commit returns (the flusher), or the caller's own commit is
+ * the acknowledgement (machpay.ingest()).  "off" and "local" become "on"
+ * for this transaction only (SET LOCAL), so with a synchronous standby the
+ * intent is on it too; remote_write and remote_apply are kept.
+ */
+static void
+require_durable_commit(void)
+{
+	if (synchronous_commit >= SYNCHRONOUS_COMMIT_REMOTE_WRITE)
+		return;
+	(void) set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
 void
 writer_write_batch(const char *rows, Size len, WriteResult *result)
 {
@@ -403,7 +422,10 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	if (count[ROW_REJECT] > 0)
 		write_simple(rows, len, ROW_REJECT, result);
 	if (count[ROW_INTENT] > 0)
+	{
 		write_intents(rows, len, (int) count[ROW_INTENT], result, callercxt);
+		require_durable_commit();
+	}
 	if (count[ROW_CONFIG] > 0)
 		write_config(rows, len, (int) count[ROW_CONFIG], result);
 
