@@ -171,8 +171,22 @@ DECLARE
     v_marks    bigint;
     v_arch     record;
     v_has_rows boolean;
+    v_lock_timeout text;
+    v_pruned   bigint;
     i          int;
 BEGIN
+    -- Series are pruned at the end (below), under SHARE ROW EXCLUSIVE: no
+    -- batch may use a series id while it is removed.  Taken first, before
+    -- any partition lock, in the order writers take them (series_cache.c):
+    -- metric_series, then the points.  A writer holding it for long (an
+    -- open transaction that called ingest()) fails the run after 1 s, and
+    -- the run is retried, rather than stalling every flush behind it.
+    IF NOT p_dry_run THEN
+        v_lock_timeout := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout', '1s', true);
+        LOCK TABLE machpay.metric_series IN SHARE ROW EXCLUSIVE MODE;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    END IF;
     SELECT retention INTO v_metrics_retention FROM machpay.retention_policies WHERE table_name = 'metrics';
     SELECT watermark INTO v_watermark FROM machpay.rollup_state;
 
@@ -317,6 +331,20 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END LOOP;
+
+    -- Series that no point refers to any more (their points were in the
+    -- partitions dropped above) go too.  The statement trigger on
+    -- metric_series tells the writers' caches at commit.
+    IF NOT p_dry_run THEN
+        DELETE FROM machpay.metric_series s
+         WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id);
+        GET DIAGNOSTICS v_pruned = ROW_COUNT;
+        IF v_pruned > 0 THEN
+            action := 'prune'; parent_table := 'machpay.metric_series'; partition := NULL;
+            detail := format('%s series without points removed', v_pruned);
+            RETURN NEXT;
+        END IF;
+    END IF;
 END
 $$;
 

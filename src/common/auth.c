@@ -9,13 +9,10 @@
  * with every cached digest in constant time, so neither a query nor a
  * timing difference per request.
  *
- * The statement trigger on machpay.ingest_keys only notes that this
- * transaction changed keys; an xact callback bumps the shared counter
- * auth_key_changes once the transaction has committed, when a new snapshot
- * sees the change.  So one reload after the bump is always enough, however
- * long the changing transaction took to commit.  PREPARE TRANSACTION of a
- * transaction that changed keys is refused: its commit would happen in
- * another session, where no callback would see it.
+ * The statement trigger on machpay.ingest_keys bumps the shared counter
+ * auth_key_changes when its transaction commits (commit_counter.c), so one
+ * reload after the bump is always enough, however long the changing
+ * transaction took to commit.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -33,6 +30,7 @@
 #include "utils/timestamp.h"
 
 #include "common/auth.h"
+#include "common/commit_counter.h"
 #include "common/machpay.h"
 #include "common/stats.h"
 
@@ -69,10 +67,6 @@ static TimestampTz last_reload_at = 0;
 static TimestampTz last_failure_at = 0;
 static TimestampTz next_expiry = DT_NOEND;	/* earliest live_until ahead */
 static uint64 generation = 0;
-
-/* The trigger side, in any backend. */
-static bool keys_changed_in_xact = false;
-static bool xact_callback_registered = false;
 
 /* Compare two digests without an early exit. */
 static bool
@@ -356,40 +350,11 @@ auth_refresh(bool force)
 
 /* ---- the trigger side: any backend that changes machpay.ingest_keys ---- */
 
-static void
-auth_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_PRE_PREPARE:
-			if (keys_changed_in_xact)
-				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("cannot PREPARE a transaction that changed machpay.ingest_keys"),
-						 errdetail("The workers learn of a key change when the transaction that made it commits.")));
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			/* Committed and visible to new snapshots: tell the workers. */
-			if (keys_changed_in_xact)
-				stats_add(STAT_AUTH_KEY_CHANGES, 1);
-			keys_changed_in_xact = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			keys_changed_in_xact = false;
-			break;
-		default:
-			break;
-	}
-}
-
 PG_FUNCTION_INFO_V1(machpay_auth_keys_changed);
 
 /*
  * Statement trigger on machpay.ingest_keys: the workers reload when this
- * transaction commits (auth_xact_callback).
+ * transaction commits (commit_counter.c).
  */
 Datum
 machpay_auth_keys_changed(PG_FUNCTION_ARGS)
@@ -398,11 +363,6 @@ machpay_auth_keys_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("machpay_auth_keys_changed must be called as a trigger")));
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(auth_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	keys_changed_in_xact = true;
+	commit_counter_bump_at_commit(STAT_AUTH_KEY_CHANGES, MACHPAY_SCHEMA ".ingest_keys");
 	return PointerGetDatum(NULL);
 }

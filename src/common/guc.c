@@ -36,6 +36,7 @@ int			machpay_sse_max_clients = 1000;
 char	   *machpay_sse_allow_origin = NULL;
 bool		machpay_notify_telemetry = false;
 int			machpay_flush_retry_window_s = 60;
+int			machpay_max_series_per_entity = 10000;
 int			machpay_sse_heartbeat_interval_ms = 15000;
 
 static void
@@ -126,6 +127,10 @@ define_reloadable_gucs(void)
 							gettext_noop("How long the flusher retries buffered telemetry that cannot be written before dropping it."),
 							NULL, &machpay_flush_retry_window_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_series_per_entity",
+							gettext_noop("Most metric series one entity may have; rows of new series past it are dropped and counted. 0 = no limit."),
+							NULL, &machpay_max_series_per_entity, 10000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.sse_heartbeat_interval",
 							gettext_noop("Interval of the comment heartbeat on SSE streams; 0 disables it."),
 							NULL, &machpay_sse_heartbeat_interval_ms, 15000, 0, 3600 * 1000,

@@ -40,7 +40,8 @@ extern int	machpay_sse_max_clients;
 extern char *machpay_sse_allow_origin;
 extern bool machpay_notify_telemetry;
 extern int	machpay_flush_retry_window_s;	/* telemetry retried this long, then dropped */
-extern int	machpay_sse_heartbeat_interval_ms;	/* 0 = no heartbeat */
+extern int	machpay_sse_heartbeat_interval_ms;
+extern int	machpay_max_series_per_entity;	/* 0 = no limit */	/* 0 = no heartbeat */
 
 extern void machpay_define_gucs(void);
 

@@ -34,12 +34,31 @@ $node->safe_psql('postgres', 'ALTER DATABASE postgres SET synchronous_commit = o
 $node->restart;
 ok(wait_ready($port), 'server ready');
 is($node->safe_psql('postgres', 'SHOW synchronous_commit'), 'off', 'synchronous_commit is off');
+# Every process of the cluster at once, before the WAL writer wakes; then
+# crash recovery.
+sub crash_and_restart
+{
+	my $pm = $node->{_pid};
+	my @children = split /\n/, `ps -o pid= --ppid $pm`;
+	s/\s+//g for @children;
+	kill 'KILL', grep { /^\d+$/ } @children;
+	$node->kill9;
+	my $gone = 0;
+	for (1 .. 100) { if (!kill(0, $pm)) { $gone = 1; last; } sleep 0.1; }
+	ok($gone, 'postmaster killed');
+	$node->start;
+}
+
 # Settle what start-up wrote, so the intent's commit record is not flushed
 # by a flush of something else.
-$node->safe_psql('postgres', 'CHECKPOINT');
-sleep 0.5;
+sub settle
+{
+	$node->safe_psql('postgres', 'CHECKPOINT');
+	sleep 0.5;
+}
 
-# Over HTTP: the flusher's commit.
+# Over HTTP: the flusher's commit, acknowledged with 200.
+settle();
 my $r;
 my $deadline = time + 10;
 do
@@ -49,28 +68,19 @@ do
 is($r->{status}, 200, 'intent acknowledged over HTTP');
 my ($http_id) = $r->{body} =~ /"id":"([0-9a-f-]{36})"/;
 ok($http_id, "intent id $http_id");
+crash_and_restart();
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM machpay.payment_intents WHERE id = '$http_id'"), '1',
+	'the intent acknowledged over HTTP survived the crash');
+ok(wait_ready($port), 'server ready again');
 
 # Through SQL: the caller's commit is the acknowledgement.
+settle();
 my $sql_out = $node->safe_psql('postgres', q{SET synchronous_commit = off; SELECT machpay.ingest('}
 	. intent_event(7002) . q{') ->> 'intents'});
 my ($sql_id) = $sql_out =~ /"id": ?"([0-9a-f-]{36})"/;
 ok($sql_id, "intent stored by machpay.ingest(): $sql_id");
-
-# Every process of the cluster at once, before the WAL writer wakes.
-my $pm = $node->{_pid};
-my @children = split /\n/, `ps -o pid= --ppid $pm`;
-s/\s+//g for @children;
-kill 'KILL', grep { /^\d+$/ } @children;
-$node->kill9;
-# Wait until the postmaster is gone, then start over (crash recovery).
-my $gone = 0;
-for (1 .. 100) { if (!kill(0, $pm)) { $gone = 1; last; } sleep 0.1; }
-ok($gone, 'postmaster killed');
-$node->start;
-
-is($node->safe_psql('postgres',
-	"SELECT count(*) FROM machpay.payment_intents WHERE id = '$http_id'"), '1',
-	'the intent acknowledged over HTTP survived the crash');
+crash_and_restart();
 is($node->safe_psql('postgres',
 	"SELECT count(*) FROM machpay.payment_intents WHERE id = '$sql_id'"), '1',
 	'the intent committed through machpay.ingest() survived the crash');
