@@ -144,10 +144,12 @@ $$;
 -- cannot make.  p_archive_directory: '' or NULL moves expired intents to
 -- schema machpay_archive.
 -- In UTC, like the install script (_create_parent): partition names and
--- bounds follow the session's time zone.
+-- bounds follow the session's time zone.  As the owner: it drops, detaches
+-- and archives partitions, which the maintenance worker (machpay_worker)
+-- may not do by itself.
 CREATE FUNCTION machpay._maintenance(p_now timestamptz, p_dry_run boolean, p_archive_directory text)
 RETURNS TABLE(action text, parent_table text, partition text, detail text)
-LANGUAGE plpgsql SET TimeZone = 'UTC'
+LANGUAGE plpgsql SECURITY DEFINER SET TimeZone = 'UTC'
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_ps       text := machpay._partman_schema();
@@ -181,6 +183,13 @@ BEGIN
     -- metric_series, then the points.  A writer holding it for long (an
     -- open transaction that called ingest()) fails the run after 1 s, and
     -- the run is retried, rather than stalling every flush behind it.
+    -- Files are written as the owner: only where the server's setting says,
+    -- unless a superuser calls this directly (tests, a DBA's export).
+    IF coalesce(p_archive_directory, '') <> coalesce(current_setting('machpay.archive_directory', true), '')
+       AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user) THEN
+        RAISE EXCEPTION 'archive directory "%" is not machpay.archive_directory', p_archive_directory
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF NOT p_dry_run THEN
         v_lock_timeout := current_setting('lock_timeout');
         PERFORM set_config('lock_timeout', '1s', true);

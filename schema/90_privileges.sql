@@ -6,6 +6,10 @@
 --   machpay_admin   both, plus keys, jobs, notify_event and the
 --                   operator's tables (users, vendor_profiles,
 --                   retention_policies, ingest_keys without tokens)
+--   machpay_worker  what the background workers act as
+--                   (machpay.worker_role): the writes of a flush, the
+--                   keys, the rollup; partition maintenance only through
+--                   _maintenance(), which runs as the owner
 --
 -- The roles are NOLOGIN groups: a DBA grants them to login roles.  They
 -- are cluster-wide and survive DROP EXTENSION; a later CREATE EXTENSION
@@ -17,7 +21,7 @@ DO $$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['machpay_reader', 'machpay_writer', 'machpay_admin'] LOOP
+    FOREACH r IN ARRAY ARRAY['machpay_reader', 'machpay_writer', 'machpay_admin', 'machpay_worker'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
         END IF;
@@ -72,3 +76,24 @@ GRANT SELECT (key_id, entity_id, role, created_at, revoked_at) ON machpay.ingest
 GRANT UPDATE (revoked_at) ON machpay.ingest_keys TO machpay_admin;
 GRANT INSERT, UPDATE, DELETE ON machpay.users, machpay.vendor_profiles TO machpay_admin;
 GRANT UPDATE (retention, archive_after) ON machpay.retention_policies TO machpay_admin;
+
+-- Worker: a flush (series, points, logs, dead letters, intents and their
+-- keys, vendor config, rollup marks), the key caches, the mapper's
+-- retentions, the jobs' bookkeeping and the rollup.  It owns nothing and
+-- drops nothing: maintenance goes through _maintenance (SECURITY DEFINER).
+GRANT USAGE ON SCHEMA machpay TO machpay_worker;
+GRANT SELECT ON machpay.ingest_keys, machpay.retention_policies, machpay.users,
+                machpay.metric_series, machpay.metric_points, machpay.rollup_state
+   TO machpay_worker;
+GRANT SELECT, INSERT ON machpay.metric_series, machpay.metric_points, machpay.debug_logs,
+                        machpay.ingest_rejects, machpay.payment_intents,
+                        machpay.payment_intent_keys
+   TO machpay_worker;
+GRANT SELECT, INSERT, UPDATE ON machpay.vendor_profiles, machpay.stats_1h TO machpay_worker;
+GRANT UPDATE ON machpay.rollup_state TO machpay_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON machpay.rollup_invalidations, machpay.job_runs TO machpay_worker;
+GRANT EXECUTE ON FUNCTION machpay._rollup(timestamptz, timestamptz, timestamptz),
+                          machpay._rollup_range(timestamptz, timestamptz),
+                          machpay.last(float8, timestamptz),
+                          machpay._maintenance(timestamptz, boolean, text)
+   TO machpay_worker;

@@ -1,6 +1,6 @@
--- machpay_receiver 0.1 -> 0.2, the hardening of issue 9 (privileges,
--- search_path, key revocation at commit, series pruning and limit).
--- Plain SQL run as the extension's upgrade script; the pieces in
+-- machpay_receiver 0.1 -> 0.2, the hardening of issue 9 (privileges and
+-- the workers' role, search_path, key revocation at commit, series pruning
+-- and limit).  Plain SQL for the extension's upgrade script; the pieces in
 -- schema/NN_*.sql give a fresh install the same state.
 
 \echo Use "ALTER EXTENSION machpay_receiver UPDATE TO '0.2'" to load this file. \quit
@@ -57,10 +57,10 @@ END
 $$;
 
 
--- Maintenance: partman calls isolated, series pruned after the drops.
+-- Maintenance: as the owner, partman calls isolated, series pruned after the drops.
 CREATE OR REPLACE FUNCTION machpay._maintenance(p_now timestamptz, p_dry_run boolean, p_archive_directory text)
 RETURNS TABLE(action text, parent_table text, partition text, detail text)
-LANGUAGE plpgsql SET TimeZone = 'UTC'
+LANGUAGE plpgsql SECURITY DEFINER SET TimeZone = 'UTC'
 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_ps       text := machpay._partman_schema();
@@ -94,6 +94,13 @@ BEGIN
     -- metric_series, then the points.  A writer holding it for long (an
     -- open transaction that called ingest()) fails the run after 1 s, and
     -- the run is retried, rather than stalling every flush behind it.
+    -- Files are written as the owner: only where the server's setting says,
+    -- unless a superuser calls this directly (tests, a DBA's export).
+    IF coalesce(p_archive_directory, '') <> coalesce(current_setting('machpay.archive_directory', true), '')
+       AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user) THEN
+        RAISE EXCEPTION 'archive directory "%" is not machpay.archive_directory', p_archive_directory
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF NOT p_dry_run THEN
         v_lock_timeout := current_setting('lock_timeout');
         PERFORM set_config('lock_timeout', '1s', true);
@@ -281,7 +288,7 @@ DO $$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['machpay_reader', 'machpay_writer', 'machpay_admin'] LOOP
+    FOREACH r IN ARRAY ARRAY['machpay_reader', 'machpay_writer', 'machpay_admin', 'machpay_worker'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
         END IF;
@@ -336,3 +343,24 @@ GRANT SELECT (key_id, entity_id, role, created_at, revoked_at) ON machpay.ingest
 GRANT UPDATE (revoked_at) ON machpay.ingest_keys TO machpay_admin;
 GRANT INSERT, UPDATE, DELETE ON machpay.users, machpay.vendor_profiles TO machpay_admin;
 GRANT UPDATE (retention, archive_after) ON machpay.retention_policies TO machpay_admin;
+
+-- Worker: a flush (series, points, logs, dead letters, intents and their
+-- keys, vendor config, rollup marks), the key caches, the mapper's
+-- retentions, the jobs' bookkeeping and the rollup.  It owns nothing and
+-- drops nothing: maintenance goes through _maintenance (SECURITY DEFINER).
+GRANT USAGE ON SCHEMA machpay TO machpay_worker;
+GRANT SELECT ON machpay.ingest_keys, machpay.retention_policies, machpay.users,
+                machpay.metric_series, machpay.metric_points, machpay.rollup_state
+   TO machpay_worker;
+GRANT SELECT, INSERT ON machpay.metric_series, machpay.metric_points, machpay.debug_logs,
+                        machpay.ingest_rejects, machpay.payment_intents,
+                        machpay.payment_intent_keys
+   TO machpay_worker;
+GRANT SELECT, INSERT, UPDATE ON machpay.vendor_profiles, machpay.stats_1h TO machpay_worker;
+GRANT UPDATE ON machpay.rollup_state TO machpay_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON machpay.rollup_invalidations, machpay.job_runs TO machpay_worker;
+GRANT EXECUTE ON FUNCTION machpay._rollup(timestamptz, timestamptz, timestamptz),
+                          machpay._rollup_range(timestamptz, timestamptz),
+                          machpay.last(float8, timestamptz),
+                          machpay._maintenance(timestamptz, boolean, text)
+   TO machpay_worker;

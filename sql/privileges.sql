@@ -103,6 +103,18 @@ SELECT machpay.notify_event('{"type":"config"}') AS notified;
 SELECT count(*) >= 0 AS admin_runs_maintenance FROM machpay.run_maintenance(now(), true);
 UPDATE machpay.retention_policies SET retention = retention WHERE table_name = 'metrics';
 RESET ROLE;
+-- The workers' role writes what a flush writes, and nothing else (the
+-- workers switch with SET SESSION AUTHORIZATION, as here).
+SET SESSION AUTHORIZATION machpay_worker;
+SELECT count(*) >= 0 AS worker_reads_keys FROM machpay.ingest_keys;
+SELECT machpay.create_ingest_key('*');
+SELECT machpay.notify_event('{"type":"config"}');
+DELETE FROM machpay.payment_intents;
+UPDATE machpay.users SET wallet_address = wallet_address;
+DROP TABLE machpay.debug_logs;
+SELECT count(*) FROM machpay._maintenance(now(), true, '/tmp');
+SELECT count(*) >= 0 AS worker_runs_maintenance FROM machpay._maintenance(now(), true, current_setting('machpay.archive_directory'));
+RESET SESSION AUTHORIZATION;
 -- pg_partman's session-level search_path does not leak out of the jobs.
 SHOW search_path;
 

@@ -17,6 +17,7 @@
 #include "common/machpay.h"
 
 char	   *machpay_database = NULL;
+char	   *machpay_worker_role = NULL;
 char	   *machpay_listen_addresses = NULL;
 int			machpay_port = 8080;
 int			machpay_sse_port = 8081;
@@ -45,6 +46,10 @@ define_postmaster_gucs(void)
 	DefineCustomStringVariable("machpay.database",
 							   gettext_noop("Database the machpay_receiver workers connect to."),
 							   NULL, &machpay_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("machpay.worker_role",
+							   gettext_noop("Role the workers act as once the extension exists; empty keeps the bootstrap superuser."),
+							   NULL, &machpay_worker_role, "machpay_worker",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("machpay.listen_addresses",
 							   gettext_noop("Addresses the ingest and SSE servers bind to (\"*\" for all)."),

@@ -21,6 +21,7 @@
 
 /* Settings (guc.c).  Units as stored by the GUC machinery. */
 extern char *machpay_database;
+extern char *machpay_worker_role;	/* "" = bootstrap superuser */
 extern char *machpay_listen_addresses;
 extern int	machpay_port;
 extern int	machpay_sse_port;
@@ -67,6 +68,7 @@ extern void machpay_register_worker(const char *function, const char *name,
 									int restart_s, Datum arg);
 extern void machpay_worker_attach(const char *role);
 extern bool machpay_worker_wait_for_extension(const char *role);
+extern bool machpay_worker_become_role(const char *role);
 extern void machpay_worker_report_and_abort(MemoryContext cxt);
 
 #endif							/* MACHPAY_H */

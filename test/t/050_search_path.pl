@@ -5,7 +5,8 @@
 # Every worker pins its search_path, the relay's libpq session too, and
 # every function of the schema carries SET search_path: the attacker's
 # functions are never called, the attacker stays powerless, and the rows
-# still land.
+# still land.  And the workers act as machpay_worker, a role without
+# superuser rights, so a bug in them is not a superuser's.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -76,6 +77,26 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM public.captured'), '0',
 is($node->safe_psql('postgres',
 	q{SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_attacker'}), 'f',
 	'the attacker did not become a superuser');
+
+# The workers act as machpay_worker (machpay.worker_role), not as a
+# superuser: an intent's de-duplication key is inserted by the flusher
+# with that role as current and session user.
+$node->safe_psql('postgres', q{
+CREATE TABLE public.writer_seen (cur text, sess text, super boolean);
+CREATE FUNCTION public.note_writer() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.writer_seen
+    SELECT current_user, session_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user;
+    RETURN NULL;
+END $$;
+GRANT INSERT ON public.writer_seen TO machpay_worker;
+CREATE TRIGGER note_writer AFTER INSERT ON machpay.payment_intent_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION public.note_writer();
+});
+$r = http_req($port, method => 'POST', token => $key, body => intent_event(4242));
+is($r->{status}, 200, 'intent stored by the flusher');
+is($node->safe_psql('postgres', 'SELECT cur, sess, super FROM public.writer_seen'),
+	'machpay_worker|machpay_worker|f', 'the flusher wrote as machpay_worker, not a superuser');
 
 # A session of the attacker's own is still captured: the pin is the
 # workers' and the functions', not a change of the database's setting.
