@@ -18,11 +18,11 @@
  * of common/auth.c, refreshed once per loop turn through the worker's own
  * backend; when they change, open streams are re-checked (sse_clients.c).
  * When the connection is lost (pg_terminate_backend, a restart of the
- * server) the relay reconnects by itself with exponential backoff; sequence numbers and the
- * replay window live in the worker and keep going.  Sequence numbers start
- * at the start time of the worker in milliseconds times 1000, so they keep
- * growing across restarts of the server too, and a Last-Event-ID from an
- * earlier run gets "event: reset".
+ * server) the relay reconnects by itself with exponential backoff;
+ * sequence numbers and the replay window live in the worker and keep
+ * going.  Sequence numbers start at the start time of the worker in
+ * milliseconds times 1000, so they keep growing across restarts of the
+ * server too, and a Last-Event-ID from an earlier run gets "event: reset".
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
