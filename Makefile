@@ -1,6 +1,6 @@
 # machpay_receiver — PGXS build.
 #
-# The install script is assembled from schema/*.sql (one piece per concern,
+# The install script is assembled from schema/[0-9]*.sql (one piece per concern,
 # applied in file-name order) so components can own their DDL separately.
 
 EXTENSION   = machpay_receiver
@@ -39,7 +39,7 @@ include $(PGXS)
 # header changes (a struct that grew must not meet objects built before).
 $(OBJS): $(wildcard src/*/*.h)
 
-$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
+$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/[0-9]*.sql))
 	cat $^ > $@
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@
 -- and its owner's to grant.
 CREATE FUNCTION machpay.notify_event(payload jsonb) RETURNS integer
 LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'machpay_notify_event';
 COMMENT ON FUNCTION machpay.notify_event(jsonb) IS
     'Publish an event on machpay_events for the SSE relay; signed; payloads too large for one notification are sent in parts the relay reassembles.';

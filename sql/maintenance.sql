@@ -7,7 +7,7 @@ SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiv
 -- Partitions are bounded in UTC days, hours and months.
 SET TimeZone = 'UTC';
 CREATE FUNCTION pg_temp.empty() RETURNS void LANGUAGE sql AS $$
-    TRUNCATE machpay.metric_points, machpay.rollup_invalidations, machpay.payment_intents,
+    TRUNCATE machpay.metric_points, machpay.metric_series, machpay.rollup_invalidations, machpay.payment_intents,
              machpay.debug_logs, machpay.ingest_rejects
 $$;
 CREATE TEMP TABLE d AS SELECT date_trunc('day', now()) AS d0, date_trunc('month', now()) AS m0;

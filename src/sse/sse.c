@@ -14,19 +14,21 @@
  *
  * That connection is non-blocking: its socket is watched by the h2o loop
  * (and polled once per loop turn), so neither a slow database nor a lost
- * connection ever blocks the clients.  The same connection reads the
- * console keys (sse_keys.c) every SSE_KEYS_RELOAD_MS.  When the connection
- * is lost (pg_terminate_backend, a restart of the server) the relay
- * reconnects by itself with exponential backoff; sequence numbers and the
- * replay window live in the worker and keep going.  Notifications sent
- * while it was away are lost with the connection, so once it listens again
- * it reads the payment intents committed meanwhile back from the table
- * (received up to SSE_MISSED_MARGIN_S before the newest it relayed, or
- * since it last listened) and relays those it has not relayed yet: a
- * console never misses a settlement.  Sequence numbers start
- * at the start time of the worker in milliseconds times 1000, so they keep
- * growing across restarts of the server too, and a Last-Event-ID from an
- * earlier run gets "event: reset".
+ * connection ever blocks the clients.  The console keys are the key cache
+ * of common/auth.c, refreshed once per loop turn through the worker's own
+ * backend; when they change, open streams are re-checked (sse_clients.c).
+ * When the connection is lost (pg_terminate_backend, a restart of the
+ * server) the relay reconnects by itself with exponential backoff;
+ * sequence numbers and the replay window live in the worker and keep
+ * going.  Notifications sent while it was away are lost with the
+ * connection, so once it listens again it reads the payment intents
+ * committed meanwhile back from the table (received up to
+ * SSE_MISSED_MARGIN_S before the newest it relayed, or since it last
+ * listened) and relays those it has not relayed yet: a console never
+ * misses a settlement.  Sequence numbers start at the start time of the
+ * worker in milliseconds times 1000, so they keep growing across restarts
+ * of the server too, and a Last-Event-ID from an earlier run gets
+ * "event: reset".
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -56,12 +58,12 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "common/auth.h"
 #include "common/machpay.h"
 #include "sse/sse.h"
 
 #define SSE_ROLE				"machpay sse relay"
 #define SSE_LISTENER_APPNAME	"machpay_sse_listener"
-#define SSE_KEYS_RELOAD_MS		500
 #define SSE_BACKOFF_MIN_MS		100
 #define SSE_BACKOFF_MAX_MS		5000
 #define SSE_LOOP_WAIT_MS		100
@@ -89,7 +91,6 @@ typedef enum SseDbQuery
 {
 	SSE_QUERY_NONE,
 	SSE_QUERY_LISTEN,
-	SSE_QUERY_KEYS,
 	SSE_QUERY_MISSED			/* payment intents committed while away */
 } SseDbQuery;
 
@@ -110,7 +111,6 @@ static bool db_refused_logged = false;	/* ... and one per kind of failure */
 static bool db_ever_ready = false;
 static bool missed_pending = false;	/* read back missed intents next */
 static TimestampTz db_ready_at = 0; /* when LISTEN first succeeded */
-static uint64 keys_next_load = 0;
 static bool keys_error_logged = false;
 static char *superuser_name = NULL;
 static bool notifications_held = false;	/* parsed by libpq, not yet relayed */
@@ -321,9 +321,12 @@ db_connect_start(void)
 	values[4] = SSE_LISTENER_APPNAME;
 	keys[5] = "connect_timeout";
 	values[5] = "10";
-	/* Times read back as JSON in the writer's format (UTC). */
+	/*
+	 * Times read back as JSON in the writer's format (UTC); search_path
+	 * pinned like every worker's (worker_common.c).
+	 */
 	keys[6] = "options";
-	values[6] = "-c TimeZone=UTC";
+	values[6] = "-c TimeZone=UTC -c search_path=pg_catalog,pg_temp";
 	keys[7] = NULL;
 	values[7] = NULL;
 
@@ -395,7 +398,6 @@ db_handle_result(PGresult *res)
 		if (!db_ever_ready)
 			db_ready_at = GetCurrentTimestamp();
 		db_ever_ready = true;
-		keys_next_load = 0;
 	}
 	else if (db_query == SSE_QUERY_MISSED)
 	{
@@ -408,26 +410,6 @@ db_handle_result(PGresult *res)
 			ereport(LOG,
 					(errmsg("sse relay could not read back missed payment intents: %s",
 							PQresultErrorMessage(res))));
-	}
-	else if (db_query == SSE_QUERY_KEYS)
-	{
-		if (st == PGRES_TUPLES_OK)
-		{
-			int			i;
-
-			sse_keys_begin_load();
-			for (i = 0; i < PQntuples(res); i++)
-				sse_keys_add(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
-			sse_keys_end_load();
-			keys_error_logged = false;
-		}
-		else if (!keys_error_logged)
-		{
-			ereport(LOG,
-					(errmsg("sse relay could not read machpay.ingest_keys: %s", PQresultErrorMessage(res)),
-					 errdetail("The last key list read stays in use.")));
-			keys_error_logged = true;
-		}
 	}
 }
 
@@ -543,18 +525,38 @@ db_poll(void)
 		if (!db_send_missed_intents())
 			return;
 	}
-	if (db_state == SSE_DB_READY && db_query == SSE_QUERY_NONE && now >= keys_next_load)
-	{
-		keys_next_load = now + SSE_KEYS_RELOAD_MS;
-		if (!db_send("SELECT encode(token_sha256, 'hex'), role, entity_id FROM machpay.ingest_keys"
-					 " WHERE revoked_at IS NULL OR revoked_at > now()", SSE_QUERY_KEYS))
-			return;
-	}
 	if (PQflush(db_conn) < 0)
 		db_fail("lost its database connection", PQerrorMessage(db_conn));
 }
 
 /* ---- the worker ---- */
+
+/*
+ * Reload the key cache when keys changed, and close the streams whose key
+ * is no longer live.  A failed reload keeps the last keys until auth.c
+ * judges them stale (new streams then get 503).
+ */
+static void
+refresh_keys(void)
+{
+	static uint64 seen_generation = 0;
+
+	if (!auth_refresh(false))
+	{
+		if (!keys_error_logged)
+			ereport(LOG,
+					(errmsg("sse relay could not read machpay.ingest_keys"),
+					 errdetail("It retries every second; open streams are re-checked once it can.")));
+		keys_error_logged = true;
+		return;
+	}
+	keys_error_logged = false;
+	if (auth_generation() != seen_generation)
+	{
+		seen_generation = auth_generation();
+		sse_clients_revalidate();
+	}
+}
 
 static void
 load_superuser_name(void)
@@ -576,7 +578,7 @@ sse_worker_main(Datum main_arg)
 	if (!machpay_worker_wait_for_extension(SSE_ROLE))
 		proc_exit(0);
 	load_superuser_name();
-	/* pg_cryptohash (key checks) registers with the current resource owner. */
+	/* An owner outside transactions, for what registers with one. */
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, SSE_ROLE);
 	pgstat_report_activity(STATE_RUNNING, "relaying " MACHPAY_NOTIFY_CHANNEL);
 
@@ -608,6 +610,7 @@ sse_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		db_poll();
+		refresh_keys();
 		now = now_ms();
 		sse_clients_tick(now);
 		if (nlisteners == 0 && now >= next_bind_attempt)

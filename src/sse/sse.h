@@ -55,7 +55,7 @@ typedef struct SseEvent
 } SseEvent;
 
 /* sse_events.c: the window and the payload protocol */
-/* value of one hex digit, -1 if c is none (sse_keys.c) */
+/* value of one hex digit, -1 if c is none */
 extern int	sse_hexval(char c);
 
 extern void sse_window_init(uint64 first_seq);
@@ -73,22 +73,9 @@ extern int64 sse_events_relayed(void);
 extern void sse_clients_init(h2o_globalconf_t *config);
 extern void sse_clients_wake(void);
 extern void sse_clients_tick(uint64 now_ms);
+/* Close the streams whose key is no longer live (keys: common/auth.h). */
+extern void sse_clients_revalidate(void);
 extern int	sse_clients_count(void);
-
-/* sse_keys.c: cache of console keys */
-typedef enum SseAuthResult
-{
-	SSE_AUTH_OK,
-	SSE_AUTH_MISSING,			/* no token presented: 401 */
-	SSE_AUTH_UNKNOWN,			/* unknown or revoked: 401 */
-	SSE_AUTH_WRONG_ROLE,		/* an ingest key: 403 */
-	SSE_AUTH_NOT_LOADED			/* no key list read yet: 503 */
-} SseAuthResult;
-
-extern void sse_keys_begin_load(void);
-extern void sse_keys_add(const char *sha256_hex, const char *role, const char *entity_id);
-extern void sse_keys_end_load(void);
-extern SseAuthResult sse_keys_check(const char *token, size_t len, char **entity_out);
 
 /* sse_console.c: the page served at GET / */
 extern const char *sse_console_page(size_t *len);

@@ -662,3 +662,16 @@ sse_last_intent_created_at(void)
 {
 	return last_intent_created_at;
 }
+
+/* Shared by the query-string decoder of the stream (sse_clients.c). */
+int
+sse_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

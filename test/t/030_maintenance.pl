@@ -62,13 +62,16 @@ ok( $node->poll_query_until('postgres', qq{
 	'rollup runs once the lock is free');
 
 # kill -9 during a run: hold the rollup inside its run with a trigger that
-# waits while tap_block has a row, then kill the worker.
+# waits while tap_block has a row, then kill the worker.  The worker runs
+# as machpay_worker with search_path pg_catalog, pg_temp: the table is
+# named with its schema and readable by that role.
 $node->safe_psql('postgres', q{
-	CREATE TABLE tap_block (x int);
-	INSERT INTO tap_block VALUES (1);
+	CREATE TABLE public.tap_block (x int);
+	GRANT SELECT ON public.tap_block TO machpay_worker;
+	INSERT INTO public.tap_block VALUES (1);
 	CREATE FUNCTION tap_wait() RETURNS trigger LANGUAGE plpgsql AS $$
 	BEGIN
-	    WHILE EXISTS (SELECT 1 FROM tap_block) LOOP
+	    WHILE EXISTS (SELECT 1 FROM public.tap_block) LOOP
 	        PERFORM pg_sleep(0.1);
 	    END LOOP;
 	    RETURN NEW;

@@ -22,11 +22,12 @@ my ($before) = $c->events;
 my $old = $node->safe_psql('postgres', $listener_q);
 ok($old, "LISTEN connection found (pid $old)");
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($old)");
-# The keys are read right after LISTEN: a new pid reading them is listening.
+# A new pid whose last statement is LISTEN is listening.
 ok($node->poll_query_until('postgres', qq{
 	SELECT count(*) = 1 FROM pg_stat_activity
 	WHERE application_name = 'machpay_sse_listener' AND pid <> $old
-	  AND query LIKE 'SELECT encode%'}), 'relay reconnected with a new LISTEN connection');
+	  AND state = 'idle' AND (query LIKE 'LISTEN %' OR query LIKE '%machpay.payment_intents%')}),
+	'relay reconnected with a new LISTEN connection');
 $node->safe_psql('postgres', q{SELECT machpay.notify_event('{"type":"after_terminate"}')});
 ok($c->read_until(qr/event: after_terminate\n/), 'the same client receives events after the reconnect');
 my ($b, $after) = $c->events;
@@ -73,7 +74,8 @@ close $fh;
 $node->reload;
 ok($node->poll_query_until('template1', qq{
 	SELECT count(*) = 1 FROM pg_stat_activity
-	WHERE application_name = 'machpay_sse_listener' AND query LIKE 'SELECT encode%'}),
+	WHERE application_name = 'machpay_sse_listener' AND state = 'idle'
+	  AND (query LIKE 'LISTEN %' OR query LIKE '%machpay.payment_intents%')}),
 	'relay connects again once pg_hba.conf lets it in');
 $node->safe_psql('postgres', q{SELECT machpay.notify_event('{"type":"after_hba"}')});
 ok($r->read_until(qr/event: after_hba\n/), 'the connected client receives events again');
