@@ -2,7 +2,7 @@
 #
 # SQL scripts (README, "Upgrades"):
 #  - the install script of the current version (default_version in the
-#    control file) is assembled from schema/*.sql, one piece per concern,
+#    control file) is assembled from schema/[0-9]*.sql, one piece per concern,
 #    applied in file-name order, so components can own their DDL separately;
 #  - schema/upgrade/*--A--B.sql are hand-written upgrade scripts;
 #  - schema/released/*--A.sql are the frozen install scripts of released
@@ -26,7 +26,9 @@ REGRESS_OPTS = --temp-config=$(CURDIR)/test/regress.conf
 NO_INSTALLCHECK = 1
 
 TAP_TESTS   = 1
-PROVE_TESTS ?= $(sort $(wildcard test/t/*.pl))
+# prove-tap runs every file whatever the environment says; prove-some runs
+# the files named by PROVE_TESTS (make prove-some PROVE_TESTS=test/t/040_sse.pl).
+ALL_TAP_TESTS = $(sort $(wildcard test/t/*.pl))
 
 PG_CPPFLAGS = -I$(CURDIR)/src $(shell pkg-config --cflags libh2o-evloop 2>/dev/null)
 # libpq-fe.h, for the SSE relay's LISTEN connection.
@@ -44,12 +46,12 @@ include $(PGXS)
 # header changes (a struct that grew must not meet objects built before).
 $(OBJS): $(wildcard src/*/*.h)
 
-$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
+$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/[0-9]*.sql))
 	cat $^ > $@
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-layout check-regress prove-tap fuzz fuzz-replay bench \
+.PHONY: deps run stop test check-all check-layout check-regress prove-tap prove-some fuzz fuzz-replay bench \
         deb test-deb test-debian12 test-debian13 test-deb-debian12 test-deb-debian13
 
 deps:
@@ -79,8 +81,14 @@ check-layout: all
 check-regress:
 	$(pg_regress_installcheck) --temp-instance=./tmp_check_regress $(REGRESS_OPTS) $(REGRESS)
 
-prove-tap: PROVE_FLAGS += -I $(CURDIR)/test/lib
+# --timer: every file's run time in the log (the slowest show at a glance).
+prove-tap prove-some: PROVE_FLAGS += -I $(CURDIR)/test/lib --timer
+prove-tap: override PROVE_TESTS = $(ALL_TAP_TESTS)
 prove-tap:
+	$(prove_installcheck)
+
+prove-some:
+	@test -n "$(PROVE_TESTS)" || { echo "prove-some: set PROVE_TESTS" >&2; exit 1; }
 	$(prove_installcheck)
 
 fuzz:

@@ -17,6 +17,7 @@
 #include "common/machpay.h"
 
 char	   *machpay_database = NULL;
+char	   *machpay_worker_role = NULL;
 char	   *machpay_listen_addresses = NULL;
 int			machpay_port = 8080;
 int			machpay_sse_port = 8081;
@@ -36,6 +37,7 @@ int			machpay_sse_max_clients = 1000;
 char	   *machpay_sse_allow_origin = NULL;
 bool		machpay_notify_telemetry = false;
 int			machpay_flush_retry_window_s = 60;
+int			machpay_max_series_per_entity = 10000;
 int			machpay_sse_heartbeat_interval_ms = 15000;
 
 static void
@@ -44,6 +46,10 @@ define_postmaster_gucs(void)
 	DefineCustomStringVariable("machpay.database",
 							   gettext_noop("Database the machpay_receiver workers connect to."),
 							   NULL, &machpay_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("machpay.worker_role",
+							   gettext_noop("Role the workers act as once the extension exists; empty keeps the bootstrap superuser."),
+							   NULL, &machpay_worker_role, "machpay_worker",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("machpay.listen_addresses",
 							   gettext_noop("Addresses the ingest and SSE servers bind to (\"*\" for all)."),
@@ -126,6 +132,10 @@ define_reloadable_gucs(void)
 							gettext_noop("How long the flusher retries buffered telemetry that cannot be written before dropping it."),
 							NULL, &machpay_flush_retry_window_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_series_per_entity",
+							gettext_noop("Most metric series one entity may have; rows of new series past it are dropped and counted. 0 = no limit."),
+							NULL, &machpay_max_series_per_entity, 10000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.sse_heartbeat_interval",
 							gettext_noop("Interval of the comment heartbeat on SSE streams; 0 disables it."),
 							NULL, &machpay_sse_heartbeat_interval_ms, 15000, 0, 3600 * 1000,

@@ -16,9 +16,12 @@
 #define MACHPAY_EXTENSION_NAME	"machpay_receiver"
 #define MACHPAY_SCHEMA			"machpay"
 #define MACHPAY_NOTIFY_CHANNEL	"machpay_events"
+/* The search_path of every worker and of every function of the schema. */
+#define MACHPAY_SAFE_SEARCH_PATH	"pg_catalog, pg_temp"
 
 /* Settings (guc.c).  Units as stored by the GUC machinery. */
 extern char *machpay_database;
+extern char *machpay_worker_role;	/* "" = bootstrap superuser */
 extern char *machpay_listen_addresses;
 extern int	machpay_port;
 extern int	machpay_sse_port;
@@ -38,7 +41,8 @@ extern int	machpay_sse_max_clients;
 extern char *machpay_sse_allow_origin;
 extern bool machpay_notify_telemetry;
 extern int	machpay_flush_retry_window_s;	/* telemetry retried this long, then dropped */
-extern int	machpay_sse_heartbeat_interval_ms;	/* 0 = no heartbeat */
+extern int	machpay_sse_heartbeat_interval_ms;
+extern int	machpay_max_series_per_entity;	/* 0 = no limit */	/* 0 = no heartbeat */
 
 extern void machpay_define_gucs(void);
 
@@ -64,6 +68,7 @@ extern void machpay_register_worker(const char *function, const char *name,
 									int restart_s, Datum arg);
 extern void machpay_worker_attach(const char *role);
 extern bool machpay_worker_wait_for_extension(const char *role);
+extern bool machpay_worker_become_role(const char *role);
 extern void machpay_worker_report_and_abort(MemoryContext cxt);
 
 #endif							/* MACHPAY_H */

@@ -16,6 +16,7 @@
 #include "storage/shmem.h"
 
 #include "common/machpay.h"
+#include "common/notify.h"
 
 PG_MODULE_MAGIC;
 
@@ -29,7 +30,8 @@ machpay_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(stats_shmem_size(), buffer_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(stats_shmem_size(), buffer_shmem_size()),
+									notify_shmem_size()));
 }
 
 static void
@@ -41,6 +43,7 @@ machpay_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	stats_shmem_init();
 	buffer_shmem_init();
+	notify_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

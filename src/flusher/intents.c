@@ -24,6 +24,7 @@
 #include "utils/uuid.h"
 
 #include "common/machpay.h"
+#include "common/notify.h"
 #include "flusher/writer_parts.h"
 
 typedef struct IntentKey
@@ -117,8 +118,8 @@ intent_notify(const IntentInput *in, const unsigned char *id, const char *status
 	appendStringInfoString(&buf, ",\"created_at\":");
 	writer_append_json_time(&buf, in->received_at);
 	appendStringInfoChar(&buf, '}');
-	Assert(buf.len < WRITER_NOTIFY_MAX_PAYLOAD);
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	Assert(buf.len <= NOTIFY_MAX_WHOLE);
+	(void) machpay_notify(buf.data, buf.len, "payment_intent");
 	pfree(buf.data);
 }
 

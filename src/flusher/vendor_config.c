@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "common/machpay.h"
+#include "common/notify.h"
 #include "flusher/xact_stats.h"
 #include "flusher/writer_parts.h"
 
@@ -105,11 +106,33 @@ config_notify(const char *gateway_id, int64 user_id, bool *changed,
 		if (pass == 1)
 			appendStringInfoString(&buf, ",\"ref\":\"machpay.vendor_profiles\"");
 		appendStringInfoChar(&buf, '}');
-		if (buf.len < WRITER_NOTIFY_MAX_PAYLOAD)
+		if (buf.len <= NOTIFY_MAX_WHOLE)
 			break;
 	}
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	(void) machpay_notify(buf.data, buf.len, "config");
 	pfree(buf.data);
+}
+
+/*
+ * A newer report that changes nothing still moves the profile's report
+ * time (not updated_at): a report dated before it, arriving later, is then
+ * stale and cannot bring back values this one confirmed.
+ */
+static void
+config_record_period_end(int64 user_id, TimestampTz period_end)
+{
+	Datum		args[2];
+	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
+	int			rc;
+
+	args[0] = Int64GetDatum(user_id);
+	args[1] = TimestampTzGetDatum(period_end);
+	rc = SPI_execute_with_args("UPDATE machpay.vendor_profiles SET config_period_end = $2"
+							   " WHERE user_id = $1"
+							   "   AND (config_period_end IS NULL OR config_period_end < $2)",
+							   2, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "writing machpay.vendor_profiles failed: %s", SPI_result_code_string(rc));
 }
 
 static void
@@ -190,7 +213,10 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 			changed[f] = any = true;
 	}
 	if (!any)
+	{
+		config_record_period_end(user_id, c->period_end);
 		return;
+	}
 
 	args[0] = Int64GetDatum(user_id);
 	argtypes[0] = INT8OID;

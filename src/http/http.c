@@ -545,7 +545,8 @@ refresh_state(TimestampTz now, TimestampTz *last_check)
 		http_status.in_recovery = RecoveryInProgress();
 		if (!http_status.extension_ready)
 		{
-			http_status.extension_ready = extension_exists();
+			http_status.extension_ready = extension_exists() &&
+				machpay_worker_become_role("machpay ingest worker");
 			if (http_status.extension_ready)
 				http_status.extension_ready = auth_refresh(true);
 			else if (!extension_logged)

@@ -401,6 +401,7 @@ http_ingest_request(h2o_req_t *req)
 {
 	const h2o_iovec_t *h;
 	const char *bound_entity = NULL;
+	AuthGrant	grant;
 	const char *body;
 	size_t		len;
 	bool		ndjson;
@@ -442,21 +443,11 @@ http_ingest_request(h2o_req_t *req)
 
 	if (machpay_auth)
 	{
-		const char *token = NULL;
-		size_t		tlen = 0;
 		AuthResult	ar;
 
 		h = find_header(req, H2O_TOKEN_AUTHORIZATION);
-		if (h != NULL && h->len > 7 && pg_strncasecmp(h->base, "Bearer ", 7) == 0)
-		{
-			token = h->base + 7;
-			tlen = h->len - 7;
-			while (tlen > 0 && *token == ' ')
-				token++, tlen--;
-			while (tlen > 0 && token[tlen - 1] == ' ')
-				tlen--;
-		}
-		ar = auth_check(token, tlen, AUTH_ROLE_INGEST, &bound_entity);
+		ar = auth_check_bearer(h ? h->base : NULL, h ? h->len : 0, NULL, 0,
+							   AUTH_ROLE_INGEST, &grant);
 		if (ar == AUTH_MISSING || ar == AUTH_UNKNOWN)
 		{
 			h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE,
@@ -472,6 +463,16 @@ http_ingest_request(h2o_req_t *req)
 							"this key may not ingest");
 			return;
 		}
+		if (ar == AUTH_UNAVAILABLE)
+		{
+			h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER,
+						   NULL, H2O_STRLIT("1"));
+			http_send_error(req, 503, "Service Unavailable", "not_ready",
+							"the keys are being reloaded");
+			return;
+		}
+		if (!grant.any_entity)
+			bound_entity = grant.entity;
 	}
 
 	if (req->entity.base == NULL)

@@ -402,35 +402,123 @@ require_time(MapState *st, const char *key, int64 retention_us,
 	return true;
 }
 
+#define U64_MAX_DIGITS 20
+
+/* Digits p[0..len) as a u64's canonical text into out; false on overflow. */
+static bool
+u64_from_digits(const char *p, int len, char *out)
+{
+	static const char max_u64[] = "18446744073709551615";
+
+	while (len > 1 && *p == '0')
+	{
+		p++;
+		len--;
+	}
+	if (len > U64_MAX_DIGITS || (len == U64_MAX_DIGITS && memcmp(p, max_u64, U64_MAX_DIGITS) > 0))
+		return false;
+	memcpy(out, p, len);
+	out[len] = '\0';
+	return true;
+}
+
 /*
- * An unsigned 64-bit integer given as a JSON number or a decimal string,
- * exactly: no sign, fraction, exponent or overflow.  out gets the canonical
- * decimal text (no leading zeros), at least 21 bytes.
+ * A JSON number whose value is an integer written without a fractional
+ * digit that survives its exponent: the numbers numeric_in (and so jsonb)
+ * stores with scale 0.  That is how the jsonb front end sees them (1e3 is
+ * stored as 1000, -0 as 0, 1.0 keeps its scale), so both front ends, HTTP
+ * and machpay.ingest(), accept exactly the same numbers.
+ */
+static bool
+u64_from_json_number(const char *p, int len, char *out)
+{
+	char		digits[U64_MAX_DIGITS + 1];
+	int			ndigits = 0;
+	int			nfrac = 0;
+	int			exp = 0;
+	bool		negative = false;
+	bool		nonzero = false;
+	int			i = 0;
+
+	if (i < len && p[i] == '-')
+	{
+		negative = true;
+		i++;
+	}
+	/* Mantissa digits, without leading zeros, and how many are fractional. */
+	for (bool frac = false; i < len; i++)
+	{
+		if (p[i] == '.' && !frac)
+		{
+			frac = true;
+			continue;
+		}
+		if (p[i] < '0' || p[i] > '9')
+			break;
+		if (frac)
+			nfrac++;
+		if (p[i] != '0')
+			nonzero = true;
+		if (!nonzero)
+			continue;
+		if (ndigits > U64_MAX_DIGITS)
+			return false;		/* 21 significant digits: over 2^64 */
+		digits[ndigits++] = p[i];
+	}
+	if (i < len && (p[i] == 'e' || p[i] == 'E'))
+	{
+		bool		expneg = false;
+
+		i++;
+		if (i < len && (p[i] == '+' || p[i] == '-'))
+			expneg = (p[i++] == '-');
+		for (; i < len && p[i] >= '0' && p[i] <= '9'; i++)
+			if (exp < 1000)
+				exp = exp * 10 + (p[i] - '0');
+		if (expneg)
+			exp = -exp;
+	}
+	if (i != len || nfrac - exp > 0)
+		return false;			/* a fractional digit is left: a scale */
+	if (!nonzero)
+	{
+		strcpy(out, "0");		/* -0 and 0e5 are 0, as in numeric */
+		return true;
+	}
+	if (negative)
+		return false;
+	/* Value = digits * 10^(exp - nfrac): append that many zeros. */
+	for (int z = exp - nfrac; z > 0; z--)
+	{
+		if (ndigits > U64_MAX_DIGITS)
+			return false;
+		digits[ndigits++] = '0';
+	}
+	return u64_from_digits(digits, ndigits, out);
+}
+
+/*
+ * An unsigned 64-bit integer given as a JSON number (see
+ * u64_from_json_number) or a decimal string of digits only, exactly: no
+ * sign, fraction or overflow.  out gets the canonical decimal text (no
+ * leading zeros), at least 21 bytes.
  */
 static bool
 parse_u64(const MapLeaf *leaf, char *out)
 {
 	const char *p = leaf->val;
 	int			len = leaf->vallen;
-	static const char max_u64[] = "18446744073709551615";
 
-	if (leaf->type != LEAF_NUMBER && leaf->type != LEAF_STRING)
-		return false;
 	if (len == 0)
+		return false;
+	if (leaf->type == LEAF_NUMBER)
+		return u64_from_json_number(p, len, out);
+	if (leaf->type != LEAF_STRING)
 		return false;
 	for (int i = 0; i < len; i++)
 		if (p[i] < '0' || p[i] > '9')
 			return false;
-	while (len > 1 && *p == '0')
-	{
-		p++;
-		len--;
-	}
-	if (len > 20 || (len == 20 && memcmp(p, max_u64, 20) > 0))
-		return false;
-	memcpy(out, p, len);
-	out[len] = '\0';
-	return true;
+	return u64_from_digits(p, len, out);
 }
 
 static void

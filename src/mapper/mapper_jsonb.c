@@ -9,8 +9,9 @@
  * deeper than max_depth makes the whole request bad.  A reject's excerpt is
  * the event rendered by JsonbToCString, cut to 1 kB.  Backend only.
  *
- * jsonb has already normalised numbers (1e2 is stored as 100), so unlike
- * request text an exponent that yields an integer is an integer here.
+ * jsonb has already normalised numbers (1e2 is stored as 100); the request
+ * text front end reads numbers the same way (mapper.c, parse_u64), so both
+ * accept the same integers.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -11,7 +11,9 @@
  * head of the window) passes SSE_CLIENT_MAX_BACKLOG, or whose position
  * leaves the window, is cut off: its connection is shut down and h2o
  * disposes of it.  So a slow client costs neither memory nor the others'
- * time.
+ * time.  A client whose key stops being live (revoked, or its revoked_at
+ * passed) gets a last `event: revoked` and its response ends; one whose
+ * write never completes is cut off instead.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -21,7 +23,9 @@
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
+#include "common/auth.h"
 #include "common/machpay.h"
 #include "sse/sse.h"
 
@@ -46,6 +50,9 @@ typedef struct SseClient
 	int			ntypes;
 	char	  **types;			/* NULL = every type */
 	char	   *entity;			/* NULL = every entity */
+	bool		has_grant;		/* opened with a key (machpay.auth on) */
+	AuthGrant	grant;			/* that key, re-checked when keys change */
+	uint64		revoked_ms;		/* when found revoked, 0 = live */
 	StringInfoData out;			/* own lines of the write in flight */
 	int			nheld;
 	SseEvent   *held[SSE_CLIENT_WRITE_EVENTS];	/* events of the write in flight */
@@ -61,6 +68,11 @@ static uint64 last_check_ms = 0;
 
 /* How often idle HTTP/1 clients are checked for a closed connection. */
 #define SSE_CLIENT_CHECK_MS 250
+/* A revoked client whose write is still in flight after this is cut off. */
+#define SSE_REVOKED_CUT_MS	500
+
+static void client_finish_revoked(SseClient *c);
+static void client_cut(SseClient *c, const char *why);
 
 int
 sse_clients_count(void)
@@ -195,6 +207,11 @@ client_pump(SseClient *c)
 	if (c->state != SSE_CLIENT_IDLE)
 		return;
 	client_release_held(c);
+	if (c->revoked_ms != 0)
+	{
+		client_finish_revoked(c);
+		return;
+	}
 	resetStringInfo(&c->out);
 	if (c->preamble_pending)
 	{
@@ -253,10 +270,8 @@ client_proceed(h2o_generator_t *generator, h2o_req_t *req)
 }
 
 static void
-client_stop(h2o_generator_t *generator, h2o_req_t *req)
+client_free(SseClient *c)
 {
-	SseClient  *c = (SseClient *) generator;
-
 	dlist_delete(&c->node);
 	nclients--;
 	client_release_held(c);
@@ -273,6 +288,60 @@ client_stop(h2o_generator_t *generator, h2o_req_t *req)
 	if (c->entity)
 		pfree(c->entity);
 	pfree(c);
+}
+
+static void
+client_stop(h2o_generator_t *generator, h2o_req_t *req)
+{
+	client_free((SseClient *) generator);
+}
+
+/*
+ * The last event of a stream whose key was revoked, then the end of the
+ * response.  Nothing of the client is referenced by that write (its text
+ * lives in the request's pool), so the client is freed at once: after a
+ * final send h2o calls neither proceed nor stop.
+ */
+static void
+client_finish_revoked(SseClient *c)
+{
+	static const char text[] = "event: revoked\ndata: {\"type\":\"revoked\",\"message\":\"the key of this stream was revoked\"}\n\n";
+	h2o_req_t  *req = c->req;
+	h2o_iovec_t *iov = h2o_mem_alloc_pool(&req->pool, sizeof(h2o_iovec_t));
+
+	iov->base = h2o_mem_alloc_pool(&req->pool, sizeof(text) - 1);
+	memcpy(iov->base, text, sizeof(text) - 1);
+	iov->len = sizeof(text) - 1;
+	client_free(c);
+	h2o_send(req, iov, 1, H2O_SEND_STATE_FINAL);
+}
+
+/*
+ * Re-check the key of every open stream (the key cache changed).  An idle
+ * client is finished now; one with a write in flight when that write
+ * completes, or cut off by sse_clients_tick if it never does.
+ */
+void
+sse_clients_revalidate(void)
+{
+	dlist_mutable_iter iter;
+	uint64		now = (uint64) (GetCurrentTimestamp() / 1000);
+
+	dlist_foreach_modify(iter, &clients)
+	{
+		SseClient  *c = dlist_container(SseClient, node, iter.cur);
+		AuthResult	ar;
+
+		if (!c->has_grant || c->revoked_ms != 0)
+			continue;
+		ar = auth_recheck(&c->grant);
+		/* Only a definite answer ends a stream, not a cache being reloaded. */
+		if (ar != AUTH_UNKNOWN && ar != AUTH_WRONG_ROLE)
+			continue;
+		c->revoked_ms = Max(now, 1);
+		if (c->state == SSE_CLIENT_IDLE)
+			client_pump(c);
+	}
 }
 
 /*
@@ -384,6 +453,12 @@ sse_clients_tick(uint64 now_ms)
 	{
 		SseClient  *c = dlist_container(SseClient, node, iter.cur);
 
+		if (c->revoked_ms != 0)
+		{
+			if (c->state == SSE_CLIENT_SENDING && now_ms - c->revoked_ms >= SSE_REVOKED_CUT_MS)
+				client_cut(c, "its key was revoked");
+			continue;
+		}
 		if (heartbeat)
 		{
 			c->heartbeat_pending = true;
@@ -421,9 +496,8 @@ set_types(SseClient *c, const char *list)
 static void
 handle_stream(h2o_req_t *req)
 {
-	char	   *token = NULL;
-	char	   *key_entity = NULL;
 	char	   *entity = query_param(req, "entity");
+	AuthGrant	grant;
 	char	   *types = query_param(req, "types");
 	char	   *last_id = header_value(req, NULL, "last-event-id");
 	SseClient  *c;
@@ -432,41 +506,36 @@ handle_stream(h2o_req_t *req)
 	if (machpay_auth)
 	{
 		char	   *auth = header_value(req, H2O_TOKEN_AUTHORIZATION, NULL);
+		char	   *qtoken = query_param(req, "access_token");
 
-		if (auth && pg_strncasecmp(auth, "bearer ", 7) == 0)
+		switch (auth_check_bearer(auth, auth ? strlen(auth) : 0,
+								  qtoken, qtoken ? strlen(qtoken) : 0,
+								  AUTH_ROLE_CONSOLE, &grant))
 		{
-			token = auth + 7;
-			while (*token == ' ')
-				token++;
-		}
-		if (token == NULL || *token == '\0')
-			token = query_param(req, "access_token");
-		switch (sse_keys_check(token, token ? strlen(token) : 0, &key_entity))
-		{
-			case SSE_AUTH_OK:
+			case AUTH_OK:
 				break;
-			case SSE_AUTH_MISSING:
+			case AUTH_MISSING:
 				send_error(req, 401, "Unauthorized", "unauthorized", "a console key is required");
 				return;
-			case SSE_AUTH_UNKNOWN:
+			case AUTH_UNKNOWN:
 				send_error(req, 401, "Unauthorized", "unauthorized", "unknown or revoked key");
 				return;
-			case SSE_AUTH_WRONG_ROLE:
+			case AUTH_WRONG_ROLE:
 				send_error(req, 403, "Forbidden", "forbidden", "an ingest key cannot read the stream; use a console key");
 				return;
-			case SSE_AUTH_NOT_LOADED:
+			case AUTH_UNAVAILABLE:
 				send_error(req, 503, "Service Unavailable", "not_ready", "the relay has not read the keys yet");
 				return;
 		}
 		/* A key bound to one entity sees that entity only. */
-		if (strcmp(key_entity, "*") != 0)
+		if (!grant.any_entity)
 		{
-			if (entity && strcmp(entity, key_entity) != 0)
+			if (entity && strcmp(entity, grant.entity) != 0)
 			{
 				send_error(req, 403, "Forbidden", "entity_not_allowed", "the key is bound to another entity");
 				return;
 			}
-			entity = key_entity;
+			entity = grant.entity;
 		}
 	}
 	if (nclients >= machpay_sse_max_clients)
@@ -482,6 +551,11 @@ handle_stream(h2o_req_t *req)
 	c->generator.stop = client_stop;
 	c->req = req;
 	c->state = SSE_CLIENT_IDLE;
+	if (machpay_auth)
+	{
+		c->has_grant = true;
+		c->grant = grant;
+	}
 	c->preamble_pending = true;
 	c->next_seq = head;
 	if (last_id && *last_id)

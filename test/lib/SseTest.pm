@@ -98,24 +98,33 @@ sub _parse
 	}
 }
 
-# Reads what is available within $timeout seconds; false once at EOF.
+# Reads what is available within $timeout seconds: true when bytes were
+# read, false on timeout or at EOF ($c->{eof} tells which).
 sub read_some
 {
 	my ($c, $timeout) = @_;
 	return 0 if $c->{eof};
 	my $sel = IO::Select->new($c->{sock});
-	if ($sel->can_read($timeout))
+	return 0 unless $sel->can_read($timeout);
+	my $n = sysread($c->{sock}, my $buf, 262144);
+	if (!$n)
 	{
-		my $n = sysread($c->{sock}, my $buf, 262144);
-		if (!$n)
-		{
-			$c->{eof} = 1;
-			return 0;
-		}
-		$c->{raw} .= $buf;
-		$c->_parse;
+		$c->{eof} = 1;
+		return 0;
 	}
+	$c->{raw} .= $buf;
+	$c->_parse;
 	return 1;
+}
+
+# Reads until the server closes the connection; true if it did within
+# $timeout seconds.
+sub read_to_eof
+{
+	my ($c, $timeout) = @_;
+	my $deadline = time() + $timeout;
+	$c->read_some(0.2) while !$c->{eof} && time() < $deadline;
+	return $c->{eof};
 }
 
 # Reads until the decoded body matches $re (or EOF / timeout); returns the
@@ -138,8 +147,8 @@ sub read_until
 			}
 			$from = length($c->{body});
 		}
-		last if time() >= $deadline;
-		last unless $c->read_some(0.2);
+		last if time() >= $deadline || $c->{eof};
+		$c->read_some(0.2);
 	}
 	return 0;
 }

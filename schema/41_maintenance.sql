@@ -64,7 +64,8 @@ COMMENT ON AGGREGATE machpay.last(float8, timestamptz) IS
 -- row per series.  Unchanged rows are not rewritten, so a re-run is cheap
 -- and returns 0.
 CREATE FUNCTION machpay._rollup_range(p_from timestamptz, p_to timestamptz) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
 BEGIN
@@ -102,7 +103,8 @@ $$;
 -- deadlock.  Returns the number of stats_1h rows inserted or changed.
 CREATE FUNCTION machpay._rollup(p_from timestamptz DEFAULT NULL, p_to timestamptz DEFAULT NULL,
                                 p_now timestamptz DEFAULT now()) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_closed timestamptz := date_trunc('hour', p_now);   -- hours before this are closed
     v_from   timestamptz;
@@ -142,10 +144,13 @@ $$;
 -- cannot make.  p_archive_directory: '' or NULL moves expired intents to
 -- schema machpay_archive.
 -- In UTC, like the install script (_create_parent): partition names and
--- bounds follow the session's time zone.
+-- bounds follow the session's time zone.  As the owner: it drops, detaches
+-- and archives partitions, which the maintenance worker (machpay_worker)
+-- may not do by itself.
 CREATE FUNCTION machpay._maintenance(p_now timestamptz, p_dry_run boolean, p_archive_directory text)
 RETURNS TABLE(action text, parent_table text, partition text, detail text)
-LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET TimeZone = 'UTC'
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_ps       text := machpay._partman_schema();
     v_major    int := machpay._partman_major();
@@ -168,8 +173,29 @@ DECLARE
     v_marks    bigint;
     v_arch     record;
     v_has_rows boolean;
+    v_lock_timeout text;
+    v_pruned   bigint;
     i          int;
 BEGIN
+    -- Series are pruned at the end (below), under SHARE ROW EXCLUSIVE: no
+    -- batch may use a series id while it is removed.  Taken first, before
+    -- any partition lock, in the order writers take them (series_cache.c):
+    -- metric_series, then the points.  A writer holding it for long (an
+    -- open transaction that called ingest()) fails the run after 1 s, and
+    -- the run is retried, rather than stalling every flush behind it.
+    -- Files are written as the owner: only where the server's setting says,
+    -- unless a superuser calls this directly (tests, a DBA's export).
+    IF coalesce(p_archive_directory, '') <> coalesce(current_setting('machpay.archive_directory', true), '')
+       AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user) THEN
+        RAISE EXCEPTION 'archive directory "%" is not machpay.archive_directory', p_archive_directory
+              USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT p_dry_run THEN
+        v_lock_timeout := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout', '1s', true);
+        LOCK TABLE machpay.metric_series IN SHARE ROW EXCLUSIVE MODE;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    END IF;
     SELECT retention INTO v_metrics_retention FROM machpay.retention_policies WHERE table_name = 'metrics';
     SELECT watermark INTO v_watermark FROM machpay.rollup_state;
 
@@ -206,12 +232,16 @@ BEGIN
             v_t := v_name.suffix_timestamp + v_interval;
         END LOOP;
         IF cardinality(v_times) > 0 AND NOT p_dry_run THEN
+            -- Through _isolated_execute: pg_partman sets search_path for
+            -- the session, which must not outlive this call.
             IF v_major >= 5 THEN
-                EXECUTE format('SELECT %I.create_partition_time(p_parent_table := $1, p_partition_times := $2)', v_ps)
-                USING v_parent, v_times;
+                PERFORM machpay._isolated_execute(
+                    format('SELECT %I.create_partition_time(p_parent_table := $1, p_partition_times := $2::timestamptz[])', v_ps),
+                    ARRAY[v_parent, v_times::text]);
             ELSE
-                EXECUTE format('SELECT %I.create_partition_time(p_parent_table := $1, p_partition_times := $2, p_analyze := false)', v_ps)
-                USING v_parent, v_times;
+                PERFORM machpay._isolated_execute(
+                    format('SELECT %I.create_partition_time(p_parent_table := $1, p_partition_times := $2::timestamptz[], p_analyze := false)', v_ps),
+                    ARRAY[v_parent, v_times::text]);
             END IF;
         END IF;
         FOR i IN 1 .. cardinality(v_times) LOOP
@@ -310,13 +340,28 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END LOOP;
+
+    -- Series that no point refers to any more (their points were in the
+    -- partitions dropped above) go too.  The statement trigger on
+    -- metric_series tells the writers' caches at commit.
+    IF NOT p_dry_run THEN
+        DELETE FROM machpay.metric_series s
+         WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id);
+        GET DIAGNOSTICS v_pruned = ROW_COUNT;
+        IF v_pruned > 0 THEN
+            action := 'prune'; parent_table := 'machpay.metric_series'; partition := NULL;
+            detail := format('%s series without points removed', v_pruned);
+            RETURN NEXT;
+        END IF;
+    END IF;
 END
 $$;
 
 -- Partitions created by the install script are members of the extension;
 -- they must leave it before they can be dropped or moved.
 CREATE FUNCTION machpay._release_member(p_table text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_depend
                 WHERE classid = 'pg_class'::regclass AND objid = p_table::regclass
@@ -330,24 +375,29 @@ $$;
 -- both (archive.c).
 CREATE FUNCTION machpay._archive_partition(p_partition regclass, p_directory text,
                                            OUT rows bigint, OUT sha256 text, OUT path text)
-AS 'MODULE_PATHNAME', 'machpay_archive_partition' LANGUAGE C STRICT VOLATILE;
+AS 'MODULE_PATHNAME', 'machpay_archive_partition' LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 -- SQL entry points of the jobs (jobs.c): advisory lock, job_runs, NOTIFY.
 CREATE FUNCTION machpay.run_rollup(p_from timestamptz DEFAULT NULL, p_to timestamptz DEFAULT NULL)
 RETURNS bigint
-AS 'MODULE_PATHNAME', 'machpay_run_rollup' LANGUAGE C VOLATILE;
+AS 'MODULE_PATHNAME', 'machpay_run_rollup' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION machpay.run_rollup(timestamptz, timestamptz) IS
     'Roll raw metrics of closed hours up into stats_1h: a range, or the hours marked since the last run; returns rows written';
 
 CREATE FUNCTION machpay.run_maintenance(p_now timestamptz DEFAULT now(), p_dry_run boolean DEFAULT false)
 RETURNS TABLE(action text, parent_table text, partition text, detail text)
-AS 'MODULE_PATHNAME', 'machpay_run_maintenance' LANGUAGE C VOLATILE;
+AS 'MODULE_PATHNAME', 'machpay_run_maintenance' LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION machpay.run_maintenance(timestamptz, boolean) IS
     'Create partitions ahead and drop/archive expired ones by retention_policies, as if the time were p_now';
 
--- The jobs drop tables and write server files: they are the DBA's (and the
--- worker's, a superuser).  _archive_partition also checks
--- pg_write_server_files itself, since it takes a directory argument.
+-- The jobs drop tables and write server files.  run_rollup and
+-- run_maintenance run as the extension owner so that machpay_admin may
+-- call them (schema/90_privileges.sql); the helpers behind them are the
+-- owner's only.  _archive_partition also checks pg_write_server_files
+-- itself, since it takes a directory argument.
 REVOKE ALL ON FUNCTION machpay._archive_partition(regclass, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION machpay._maintenance(timestamptz, boolean, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION machpay._rollup(timestamptz, timestamptz, timestamptz) FROM PUBLIC;
