@@ -498,6 +498,9 @@ buffer_flusher_note(BufferFlushNote note)
 			buf->failing_since = 0;
 			buf->last_failure = 0;
 			break;
+		case FLUSH_NOTE_REFUSED:
+			buf->attempt_started = 0;
+			break;
 		case FLUSH_NOTE_FAILED:
 			buf->attempt_started = 0;
 			if (buf->failing_since == 0)
