@@ -89,7 +89,8 @@ while [ "$(date +%s)" -lt "$t_end" ]; do
   "$out/intent_load" "$BENCH_HTTP_PORT" "$token" "$INTENT_RATE" "$len" 16 "$out/soak_int_$seg.log" \
     "$(( seg * 1000000000 ))" > "$out/soak_int_$seg.txt" 2>&1 &
   bg_pids+=" $!"
-  "$out/sse_bench_client" "$BENCH_SSE_PORT" "$console" "$SSE_CLIENTS" "$len" > "$out/soak_sse_$seg.txt" 2>&1 &
+  TYPES= "$out/sse_bench_client" "$BENCH_SSE_PORT" "$console" "$SSE_CLIENTS" "$len" \
+    > "$out/soak_sse_$seg.txt" 2> /dev/null &
   bg_pids+=" $!"
   seg_end=$(( $(date +%s) + len ))
   while [ "$(date +%s)" -lt "$seg_end" ]; do
@@ -147,7 +148,7 @@ echo "# kills: $kills; job runs:"
 bench_psql -tA -F' ' -c "SELECT job, status, count(*) FROM machpay.job_runs GROUP BY 1, 2 ORDER BY 1, 2" | sed 's/^/#   /'
 echo "# SSE segments (clients connected / events received):"
 for f in "$out"/soak_sse_*.txt; do
-  printf '#   %s: %s\n' "$(basename "$f" .txt)" "$(tr '\n' ' ' < "$f" | cut -c1-160)"
+  printf '#   %s: %s\n' "$(basename "$f" .txt)" "$(grep -v '^events' "$f" | tr '\n' ' ')"
 done
 echo "# RSS per worker process (kB): class pid  samples  RssAnon first/last/max  VmRSS first/last/max  flat"
 awk '{ k = $2 " " $3; n[k]++; t0[k] = (k in t0) ? t0[k] : $1
