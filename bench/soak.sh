@@ -48,7 +48,7 @@ workers() {
   local pm pid title
   pm=$(postmaster_pid)
   for pid in $(ps --ppid "$pm" -o pid=); do
-    title=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+    title=$(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline") || continue
     case "$title" in
       *"machpay ingest"*) echo "$pid ingest" ;;
       *"machpay flusher"*) echo "$pid flusher" ;;
