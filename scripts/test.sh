@@ -15,9 +15,16 @@ bash scripts/deps.sh
 build_and_install
 
 work=$(mktemp -d /tmp/machpay-test.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+smallfs="$work/smallfs"
+trap 'umount "$smallfs" 2>/dev/null; rm -rf "$work"' EXIT
 # A copy the postgres user can write to: the checkout may sit in /root.
 tar --exclude=./.git --exclude=./.run -cf - . | tar -C "$work" -xf -
+# The disk-full test (test/t/060_fault_disk_full.pl) puts tables on a small
+# file system it can fill; mounting needs root, so it is prepared here.
+mkdir -p "$smallfs"
+if [ "$(id -u)" -eq 0 ]; then
+  mount -t tmpfs -o size=48m,mode=0700 machpay-test-smallfs "$smallfs"
+fi
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$work"
 chmod 755 "$work"
 
@@ -36,6 +43,7 @@ deadline=${MACHPAY_TEST_TIMEOUT:-1500}
 as_user=(); [ "$(id -u)" -eq 0 ] && as_user=(runuser -u postgres --)
 timeout --kill-after=30 "$deadline" \
   "${as_user[@]}" env -u PROVE_TESTS MACHPAY_REQUIRE_TOOLS=1 \
+  MACHPAY_TEST_SMALLFS="$(mountpoint -q "$smallfs" && echo "$smallfs")" \
   make -C "$work" PG_CONFIG="$PG_CONFIG" "${prove_tests[@]}" "${targets[@]}" || status=$?
 if [ $status -eq 124 ] || [ $status -eq 137 ]; then
   echo "test: the run passed its deadline of $deadline s (MACHPAY_TEST_TIMEOUT) and was stopped" >&2

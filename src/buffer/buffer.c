@@ -498,10 +498,15 @@ buffer_flusher_note(BufferFlushNote note)
 			buf->failing_since = 0;
 			buf->last_failure = 0;
 			break;
-		case FLUSH_NOTE_FAILED:
+		case FLUSH_NOTE_REFUSED:
 			buf->attempt_started = 0;
+			break;
+		case FLUSH_NOTE_FAILED:
+			/* failing since the failed attempt began (a lock wait, say) */
 			if (buf->failing_since == 0)
-				buf->failing_since = now;
+				buf->failing_since = buf->attempt_started != 0 ?
+					buf->attempt_started : now;
+			buf->attempt_started = 0;
 			buf->last_failure = now;
 			break;
 	}

@@ -29,6 +29,8 @@ typedef enum BufferFlushNote
 	FLUSH_NOTE_START,			/* a transaction begins */
 	FLUSH_NOTE_WRITABLE,		/* it wrote (committed, or gave up only for dead tickets) */
 	FLUSH_NOTE_FAILED,			/* it raised an error */
+	FLUSH_NOTE_REFUSED,			/* the tables refused its rows (a data error):
+								 * says nothing of the database */
 } BufferFlushNote;
 
 typedef enum BufferEntryKind
