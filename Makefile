@@ -42,7 +42,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-regress prove-tap fuzz fuzz-replay bench
+.PHONY: deps run stop test check-all check-regress prove-tap fuzz fuzz-replay bench ha-demo ha-down
 
 deps:
 	bash scripts/deps.sh
@@ -52,6 +52,14 @@ run:
 
 stop:
 	bash scripts/stop.sh
+
+# A highly available receiver on one machine: pg_auto_failover monitor, two
+# data nodes, HAProxy (README, "Running it highly available").
+ha-demo:
+	bash scripts/ha-demo.sh
+
+ha-down:
+	bash scripts/ha-down.sh
 
 test:
 	bash scripts/test.sh
