@@ -177,7 +177,8 @@ ha_wait 120 "the standbys to be in sync" ha_sync_ready
 # both follow the same node.  "balance first" sends everything to the first
 # ready node should two ever answer 200.  Only connection failures are
 # retried (HAProxy's default): a request the node received is never sent
-# twice by the proxy.
+# twice by the proxy.  Requests in flight on an ingest server marked down
+# are left to finish: they wait for their commit.
 {
   cat <<EOC
 # machpay_receiver HA demo (scripts/ha-demo.sh)
@@ -192,7 +193,7 @@ defaults
     timeout server 60s
     timeout queue 2s
     option http-keep-alive
-    default-server inter 500 fastinter 250 downinter 500 rise 1 fall 2 on-marked-down shutdown-sessions
+    default-server inter 500 fastinter 250 downinter 500 rise 1 fall 2
 
 frontend ingest
     bind 127.0.0.1:$HA_ENTRY_PORT
@@ -216,6 +217,9 @@ EOC
 backend receiver_sse
     balance first
     timeout server 1h
+    # A console must not stay on a node that lost its role (a primary cut
+    # off from the others): it reconnects and lands on the new primary.
+    default-server inter 500 fastinter 250 downinter 500 rise 1 fall 2 on-marked-down shutdown-sessions
     option httpchk GET /readyz
     http-check expect status 200
 EOC
@@ -223,7 +227,7 @@ EOC
     eval "echo \"    server $n 127.0.0.1:\$HA_SSE_$n check port \$HA_HTTP_$n\""
   done
 } | as_postgres tee "$dir/haproxy.cfg" > /dev/null
-as_postgres haproxy -q -f "$dir/haproxy.cfg" -D
+as_postgres haproxy -q -f "$dir/haproxy.cfg" -D < /dev/null >> "$dir/haproxy.log" 2>&1
 ha_wait 30 "HAProxy to reach the primary" ha_ready "$HA_ENTRY_PORT"
 
 bash scripts/ha-describe.sh "$dir"
