@@ -86,11 +86,13 @@ monitor_uri="postgres://autoctl_node@127.0.0.1:$HA_MONITOR_PORT/pg_auto_failover
 
 # ---- the monitor ---------------------------------------------------------
 # Failure detection tuned down from pg_auto_failover's defaults (20 s
-# before a node is unhealthy, 30 s for a lost primary to demote itself):
-# a node is declared down after about 5 s, and a lost primary is replaced
-# 10 s after that.  The keepers' network_partition_timeout (below) stays
-# shorter than that, so a primary cut off from the monitor and its standby
-# demotes itself before its standby is promoted.
+# before a node is unhealthy, 30 s for a lost primary to demote itself
+# before its standby may take writes): a node is declared down about 5 s
+# after its last report, and the promoted standby takes writes 5 s later.
+# The keepers' network_partition_timeout (3 s, below) stays shorter than
+# that, so a primary cut off from the monitor and its standby demotes itself
+# first.  Even when it did not, it could not answer an intent: its commits
+# wait for a synchronous standby it no longer has.
 ha_autoctl create monitor --pgdata "$dir/monitor" --pgport "$HA_MONITOR_PORT" \
   --pgctl "$HA_BIN/pg_ctl" --hostname 127.0.0.1 --listen 127.0.0.1 \
   --auth trust --no-ssl > "$dir/monitor-create.log" 2>&1 ||
@@ -102,7 +104,7 @@ pgautofailover.health_check_timeout = 1000
 pgautofailover.health_check_max_retries = 2
 pgautofailover.health_check_retry_delay = 500
 pgautofailover.node_considered_unhealthy_timeout = 5000
-pgautofailover.primary_demote_timeout = 10000
+pgautofailover.primary_demote_timeout = 5000
 pgautofailover.startup_grace_period = 5000
 shared_buffers = '32MB'
 EOC

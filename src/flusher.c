@@ -24,6 +24,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -285,6 +286,16 @@ attempt_flush(int64 *rows_out, bool quiet)
 
 			if (nintents > 0)
 			{
+				/*
+				 * An intent is answered only once a synchronous standby has
+				 * it, if one is configured, whatever synchronous_commit the
+				 * server or database says: at least "on", for this
+				 * transaction only.
+				 */
+				if (synchronous_commit < SYNCHRONOUS_COMMIT_REMOTE_FLUSH)
+					(void) set_config_option("synchronous_commit", "on",
+											 PGC_SUSET, PGC_S_SESSION,
+											 GUC_ACTION_LOCAL, true, ERROR, false);
 				outcomes = palloc0(sizeof(IntentOutcome) * nintents);
 				if (wr.intents && wr.nintents > 0)
 					memcpy(outcomes, wr.intents,
@@ -341,6 +352,15 @@ attempt_flush(int64 *rows_out, bool quiet)
 			MemoryContextReset(flush_cxt);
 		}
 	} while (retry);
+
+	/*
+	 * A commit that waits for a synchronous standby stops waiting, and
+	 * returns as if done, when the postmaster dies: the standby may not have
+	 * it, and a failover may lose it.  Answer nothing then; the requests end
+	 * with their connections.
+	 */
+	if (committed && !PostmasterIsAlive())
+		proc_exit(1);
 
 	if (!committed)
 	{
