@@ -16,7 +16,6 @@
 # loses power.
 use strict;
 use warnings;
-use File::Temp ();
 use IO::Select;
 use IO::Socket::INET;
 use IPC::Run ();
@@ -85,14 +84,14 @@ sub free_port_base
 # Runs a bash snippet with the deployment's helpers loaded, with a deadline.
 sub ha_bash
 {
-	my ($script, $timeout) = @_;
+	my ($script, $timeout, $quiet) = @_;
 	my ($out, $err) = ('', '');
 	my $ok = eval {
 		IPC::Run::run(['bash', '-c',
 			". scripts/common.sh; . scripts/ha-lib.sh; ha_load '$dir'; $script"],
 			'<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout($timeout // 60));
 	};
-	diag("ha_bash: $script: " . ($@ || $err)) if !$ok;
+	diag("ha_bash: $script: " . ($@ || $err)) if !$ok && !$quiet;
 	chomp $out;
 	return $ok ? $out : undef;
 }
@@ -293,7 +292,7 @@ sub run_load
 	my ($nonces) = @_;
 	return HaLoad->start(port => $line{entry}, token => $line{key}, gateway => $gateway,
 		agent => $agent, token_id => $token_id, nonce_base => $nonces, rate => $RATE,
-		log => File::Temp->new(DIR => $dir)->filename, max_seconds => 150);
+		log => "$dir/load-$nonces.log", max_seconds => 150);
 }
 
 sub wait_answers_after
@@ -330,7 +329,7 @@ check_answered_intents($primary, $gateway, 'standby killed', @r);
 # ---- 2. the standby comes back -------------------------------------------------
 
 ok(defined ha_bash("ha_start_keeper $standby \"\$HA_DIR/$standby/pgdata\""), "$standby restarted");
-ok(wait_for(120, sub { defined ha_bash('ha_sync_ready', 10) }), "$standby caught up; the primary is synchronous again");
+ok(wait_for(120, sub { defined ha_bash('ha_sync_ready', 10, 1) }), "$standby caught up; the primary is synchronous again");
 ok(wait_for(30, sub { psql_node($primary, 'SHOW synchronous_standby_names') =~ /pgautofailover_standby/ }),
 	'synchronous_standby_names names the standby again');
 

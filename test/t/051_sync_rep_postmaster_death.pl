@@ -3,7 +3,10 @@
 #  1. The flusher commits intents with synchronous_commit at least "on",
 #     even when the server's setting is "off": a request with intents is
 #     answered only once a synchronous standby has the commit.
-#  2. A commit that waits for a synchronous standby returns, as if done,
+#  2. /readyz answers 503 while default_transaction_read_only is on (how
+#     pg_auto_failover holds a promoted standby until the old primary is
+#     known demoted), so a load balancer sends nothing there meanwhile.
+#  3. A commit that waits for a synchronous standby returns, as if done,
 #     when the postmaster dies (PostgreSQL stops waiting, the transaction
 #     being committed locally).  Its intents must not be answered 200: the
 #     standby may never get them, and the failover that follows the death of
@@ -26,6 +29,21 @@ add_key($node, 'ingest-token', '*', 'ingest');
 ok(wait_ready($port), 'ingest server ready');
 my $r = http_req($port, method => 'POST', token => 'ingest-token', body => intent_event(1));
 is($r->{status}, 200, 'an intent is answered 200 while no standby is required');
+
+$node->safe_psql('postgres', q{ALTER SYSTEM SET default_transaction_read_only = on});
+$node->reload;
+my $rz;
+for (1 .. 50)
+{
+	$rz = http_req($port, path => '/readyz');
+	last if $rz->{status} == 503;
+	sleep 0.1;
+}
+is($rz->{status}, 503, '/readyz 503 while default_transaction_read_only is on');
+like($rz->{body}, qr/default_transaction_read_only/, 'and says why');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET default_transaction_read_only});
+$node->reload;
+ok(wait_ready($port, 10), '/readyz 200 again once it is off');
 
 # ALTER SYSTEM writes no transaction: it does not wait itself.
 $node->safe_psql('postgres', q{ALTER SYSTEM SET synchronous_standby_names = 'never_connects'});
