@@ -17,7 +17,8 @@
 # Environment: MACHPAY_HA_DIR (default .run/ha), MACHPAY_HA_PORT_BASE (55400:
 # monitor at base, node i at base+i for PostgreSQL, base+10+i for HTTP,
 # base+20+i for SSE, HAProxy at base+30 and base+31), MACHPAY_HA_NODES (2),
-# MACHPAY_HA_NO_BUILD=1 (use the installed extension as it is: the tests).
+# MACHPAY_HA_NO_BUILD=1 (use the installed extension as it is: the tests),
+# MACHPAY_HA_EXTRA_CONF (more postgresql.conf lines for every data node).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -132,6 +133,7 @@ machpay.sse_port = $sse
 machpay.archive_directory = '$dir/$n/archive'
 shared_buffers = '128MB'
 wal_keep_size = '256MB'
+${MACHPAY_HA_EXTRA_CONF:-}
 EOC
 }
 

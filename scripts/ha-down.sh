@@ -7,8 +7,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
 . scripts/ha-lib.sh
-dir=${MACHPAY_HA_DIR:-$(pwd)/.run/ha}
-[ -d "$dir" ] || dir=/var/tmp/machpay_receiver-ha
+dir=${MACHPAY_HA_DIR:-}
+if [ -z "$dir" ]; then
+  # Where ha-demo.sh put it: .run/ha, or its fallback for a checkout the
+  # postgres user cannot write to.
+  dir=$(pwd)/.run/ha
+  [ -d "$dir" ] || dir=/var/tmp/machpay_receiver-ha
+fi
 [ -d "$dir" ] || exit 0
 if ha_load "$dir" 2>/dev/null; then
   [ -f "$dir/haproxy.pid" ] && kill "$(cat "$dir/haproxy.pid")" 2>/dev/null
