@@ -35,25 +35,29 @@ base=${MACHPAY_HA_PORT_BASE:-55400}
 nnodes=${MACHPAY_HA_NODES:-2}
 dir=${MACHPAY_HA_DIR:-$repo/.run/ha}
 
-# A deployment that is up already is only described again.
-if [ -f "$dir/ha.env" ] && ha_load "$dir" && [ -f "$dir/haproxy.pid" ] &&
-   kill -0 "$(cat "$dir/haproxy.pid")" 2>/dev/null; then
-  exec bash scripts/ha-describe.sh "$dir"
-fi
-if [ -e "$dir" ]; then
-  MACHPAY_HA_DIR=$dir bash scripts/ha-down.sh
-fi
-
-mkdir -p "$dir"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+make_dir() {
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; fi
+}
+make_dir
 if ! as_postgres test -w "$dir" 2>/dev/null; then
   # A checkout under /root is out of the postgres user's reach.
   rmdir "$dir" 2>/dev/null || true
   dir=/var/tmp/machpay_receiver-ha
-  mkdir -p "$dir"
-  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+  make_dir
 fi
 dir=$(cd "$dir" && pwd)
+
+# A deployment that is up already is only described again; what is left of
+# an earlier one is removed.
+if [ -f "$dir/ha.env" ] && ha_load "$dir" && [ -f "$dir/haproxy.pid" ] &&
+   kill -0 "$(cat "$dir/haproxy.pid")" 2>/dev/null; then
+  exec bash scripts/ha-describe.sh "$dir"
+fi
+if [ -n "$(ls -A "$dir")" ]; then
+  MACHPAY_HA_DIR=$dir bash scripts/ha-down.sh
+  make_dir
+fi
 # Unix socket paths are limited to 107 bytes.
 sock="$dir/sock"
 if [ ${#sock} -gt 80 ]; then
