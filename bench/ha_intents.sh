@@ -16,7 +16,7 @@
 # Needs the extension built and installed (make install, or PG_CONFIG
 # pointing at a private copy), and the packages of scripts/deps.sh.
 # Usage: bench/ha_intents.sh [SECONDS=20] ["RATES"="250 500 1000 2000"]
-#   env: CONNS (64), HA_PORT_BASE (47400), BENCH_OUT (bench/out)
+#   env: CONNS (64), HA_PORT_BASE (27400), BENCH_OUT (bench/out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -71,7 +71,7 @@ run single "$BENCH_HTTP_PORT" "$token"
 single_rows=$(bench_psql -tAc "SELECT count(*) FROM machpay.payment_intents")
 bench_stop_cluster
 
-MACHPAY_HA_DIR=$ha_dir MACHPAY_HA_PORT_BASE=${HA_PORT_BASE:-47400} MACHPAY_HA_NO_BUILD=1 \
+MACHPAY_HA_DIR=$ha_dir MACHPAY_HA_PORT_BASE=${HA_PORT_BASE:-27400} MACHPAY_HA_NO_BUILD=1 \
   MACHPAY_HA_EXTRA_CONF=$same_conf bash scripts/ha-demo.sh > "$out/ha_intents_demo.txt"
 ha_load "$ha_dir"
 primary=$(ha_primary)

@@ -14,7 +14,7 @@
 #   key: <token>                          (ingest key, valid on every node)
 #   console-key: <token>                  (console key, valid on every node)
 #
-# Environment: MACHPAY_HA_DIR (default .run/ha), MACHPAY_HA_PORT_BASE (55400:
+# Environment: MACHPAY_HA_DIR (default .run/ha), MACHPAY_HA_PORT_BASE (25400:
 # monitor at base, node i at base+i for PostgreSQL, base+10+i for HTTP,
 # base+20+i for SSE, HAProxy at base+30 and base+31), MACHPAY_HA_NODES (2),
 # MACHPAY_HA_NO_BUILD=1 (use the installed extension as it is: the tests),
@@ -31,7 +31,9 @@ if [ -z "${MACHPAY_HA_NO_BUILD:-}" ]; then
 fi
 . scripts/ha-lib.sh
 
-base=${MACHPAY_HA_PORT_BASE:-55400}
+# Below the kernel's ephemeral ports (32768-60999) and those PostgreSQL's
+# TAP tests pick (49152-65535), so no client socket or test server takes one.
+base=${MACHPAY_HA_PORT_BASE:-25400}
 nnodes=${MACHPAY_HA_NODES:-2}
 dir=${MACHPAY_HA_DIR:-$repo/.run/ha}
 
@@ -87,6 +89,7 @@ bindir=$("$PG_CONFIG" --bindir)
 [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/ha.env.tmp"
 mv "$dir/ha.env.tmp" "$dir/ha.env"
 ha_load "$dir"
+trap 'echo "ha-demo: failed; logs under $dir; make ha-down removes what was started" >&2' ERR
 monitor_uri="postgres://autoctl_node@127.0.0.1:$HA_MONITOR_PORT/pg_auto_failover?sslmode=disable"
 
 # ---- the monitor ---------------------------------------------------------

@@ -62,12 +62,13 @@ sub base58_of_random_32
 	return $s;
 }
 
-# A base port with base .. base+31 free on 127.0.0.1.
+# A base port with base .. base+31 free on 127.0.0.1, below the kernel's
+# ephemeral ports and the ports other TAP tests pick (from 49152).
 sub free_port_base
 {
 	for (1 .. 200)
 	{
-		my $base = 20000 + 100 * int(rand(390));
+		my $base = 20000 + 100 * int(rand(120));
 		my $free = 1;
 		for my $p ($base .. $base + 31)
 		{
