@@ -28,6 +28,7 @@ conns=${CONNS:-64}
 out=${BENCH_OUT:-bench/out}; mkdir -p "$out"; chmod a+rwx "$out"
 ha_dir=/var/tmp/machpay-bench-ha
 cc -O2 -o "$out/intent_load" bench/intent_load.c
+rm -f "$out"/ha_intents_*   # the row counts below compare with this run's logs
 
 same_conf="machpay.rollup_interval = 0
 machpay.maintenance_interval = 0
