@@ -6,7 +6,7 @@
 EXTENSION   = machpay_receiver
 EXTVERSION  = 0.1
 MODULE_big  = machpay_receiver
-OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*/*.c)))
 DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
 PGFILEDESC  = "machpay_receiver - MachPay ingestion service"
 
@@ -35,14 +35,14 @@ include $(PGXS)
 
 # PGXS tracks no header dependencies: rebuild every object when a shared
 # header changes (a struct that grew must not meet objects built before).
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*/*.h)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 	cat $^ > $@
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-regress prove-tap fuzz fuzz-replay bench ha-demo ha-down
+.PHONY: deps run stop test check-all check-layout check-regress prove-tap fuzz fuzz-replay bench ha-demo ha-down
 
 deps:
 	bash scripts/deps.sh
@@ -67,9 +67,14 @@ test:
 # check-all is what scripts/test.sh runs as the postgres OS user on a copy of
 # the tree: regression suite on a temporary instance, then the TAP tests.
 check-all: all
+	$(MAKE) check-layout
 	$(MAKE) check-regress
 	$(MAKE) prove-tap
 	$(MAKE) fuzz-replay
+
+# Folders include one way and the mapper core calls no SQL (src/README.md).
+check-layout: all
+	PG_CONFIG=$(PG_CONFIG) bash scripts/check-layout.sh
 
 check-regress:
 	$(pg_regress_installcheck) --temp-instance=./tmp_check_regress $(REGRESS_OPTS) $(REGRESS)
@@ -87,5 +92,5 @@ fuzz-replay:
 bench:
 	bash bench/run.sh
 
-# The SSE console page is embedded into the library (src/sse_console.c).
-src/sse_console.o: console/index.html
+# The SSE console page is embedded into the library (src/sse/sse_console.c).
+src/sse/sse_console.o: console/index.html

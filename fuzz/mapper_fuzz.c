@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * mapper_fuzz.c
- *	  libFuzzer harness for the event mapper (src/mapper*.c) compiled as
+ *	  libFuzzer harness for the event mapper (src/mapper/mapper*.c) compiled as
  *	  frontend code: request text in, rows and a response body out.
  *
  * The first input byte selects the options (bit 0: NDJSON, bit 1: a key
@@ -15,7 +15,7 @@
 #include "postgres_fe.h"
 
 #include "fe_alloc.h"
-#include "mapper.h"
+#include "mapper/mapper.h"
 
 /* The examples' period_end (1700000060) plus 10 s, as a TimestampTz. */
 #define FUZZ_NOW_UNIX	INT64CONST(1700000070)

@@ -3,7 +3,7 @@
 --
 -- The set-based work lives here (rollup and partition decisions are SQL);
 -- scheduling, retries, job_runs bookkeeping, the advisory lock and the
--- NOTIFY are in C (src/jobs.c, src/maintenance.c).  A *job* is rollup or
+-- NOTIFY are in C (src/jobs/jobs.c, src/jobs/maintenance.c).  A *job* is rollup or
 -- maintenance, a *run* one execution of it.
 
 CREATE SCHEMA machpay_archive;

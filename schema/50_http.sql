@@ -1,4 +1,4 @@
--- Ingest workers (src/auth.c): any change to the keys bumps a shared counter
+-- Ingest workers (src/common/auth.c): any change to the keys bumps a shared counter
 -- so every worker reloads its key cache within a second.
 CREATE FUNCTION machpay._auth_keys_changed() RETURNS trigger
 AS 'MODULE_PATHNAME', 'machpay_auth_keys_changed'

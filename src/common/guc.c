@@ -1,0 +1,143 @@
+/*-------------------------------------------------------------------------
+ * guc.c
+ *	  The machpay.* settings of SPEC §2.
+ *
+ * PGC_POSTMASTER only where a change truly needs a restart (shared memory
+ * size, the set of workers and their sockets, the workers' database);
+ * everything else is PGC_SIGHUP and applied by the workers on reload.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "common/machpay.h"
+
+char	   *machpay_database = NULL;
+char	   *machpay_listen_addresses = NULL;
+int			machpay_port = 8080;
+int			machpay_sse_port = 8081;
+int			machpay_http_workers = 1;
+int			machpay_buffer_size_kb = 64 * 1024;
+int			machpay_batch_size = 1000;
+int			machpay_flush_interval_ms = 1000;
+int			machpay_max_body_size = 8 * 1024 * 1024;
+bool		machpay_auth = true;
+int			machpay_max_clock_skew_s = 300;
+int			machpay_rollup_interval_s = 3600;
+int			machpay_maintenance_interval_s = 86400;
+char	   *machpay_archive_directory = NULL;
+char	   *machpay_tls_cert_file = NULL;
+char	   *machpay_tls_key_file = NULL;
+int			machpay_sse_max_clients = 1000;
+char	   *machpay_sse_allow_origin = NULL;
+bool		machpay_notify_telemetry = false;
+int			machpay_flush_retry_window_s = 60;
+int			machpay_sse_heartbeat_interval_ms = 15000;
+
+static void
+define_postmaster_gucs(void)
+{
+	DefineCustomStringVariable("machpay.database",
+							   gettext_noop("Database the machpay_receiver workers connect to."),
+							   NULL, &machpay_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("machpay.listen_addresses",
+							   gettext_noop("Addresses the ingest and SSE servers bind to (\"*\" for all)."),
+							   NULL, &machpay_listen_addresses, "127.0.0.1",
+							   PGC_POSTMASTER, GUC_LIST_INPUT, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.port",
+							gettext_noop("TCP port of the ingest HTTP server; 0 disables it."),
+							NULL, &machpay_port, 8080, 0, 65535,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.sse_port",
+							gettext_noop("TCP port of the Server-Sent-Events relay; 0 disables it."),
+							NULL, &machpay_sse_port, 8081, 0, 65535,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http_workers",
+							gettext_noop("Number of ingest HTTP workers sharing the port (SO_REUSEPORT)."),
+							NULL, &machpay_http_workers, 1, 1, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.buffer_size",
+							gettext_noop("Size of the shared-memory buffer of validated rows."),
+							NULL, &machpay_buffer_size_kb, 64 * 1024, 1024, INT_MAX / 2,
+							PGC_POSTMASTER, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomStringVariable("machpay.tls_cert_file",
+							   gettext_noop("PEM certificate; with tls_key_file, the ingest server speaks HTTPS (h2 by ALPN)."),
+							   NULL, &machpay_tls_cert_file, "",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("machpay.tls_key_file",
+							   gettext_noop("PEM private key of tls_cert_file."),
+							   NULL, &machpay_tls_key_file, "",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.sse_max_clients",
+							gettext_noop("Most SSE clients connected at once."),
+							NULL, &machpay_sse_max_clients, 1000, 1, 100000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+static void
+define_reloadable_gucs(void)
+{
+	DefineCustomIntVariable("machpay.batch_size",
+							gettext_noop("Number of buffered events that triggers a flush."),
+							NULL, &machpay_batch_size, 1000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.flush_interval",
+							gettext_noop("Longest time buffered events wait before a flush."),
+							NULL, &machpay_flush_interval_ms, 1000, 1, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_body_size",
+							gettext_noop("Largest request body accepted, after decompression too."),
+							NULL, &machpay_max_body_size, 8 * 1024 * 1024, 1024, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomBoolVariable("machpay.auth",
+							 gettext_noop("Require ingest keys on ingest and console keys on the SSE stream."),
+							 NULL, &machpay_auth, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_clock_skew",
+							gettext_noop("How far in the future an event time may be."),
+							NULL, &machpay_max_clock_skew_s, 300, 0, 86400 * 7,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.rollup_interval",
+							gettext_noop("Schedule of the hourly rollup job; 0 disables the scheduled runs."),
+							NULL, &machpay_rollup_interval_s, 3600, 0, 86400 * 7,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.maintenance_interval",
+							gettext_noop("Schedule of the partition maintenance job; 0 disables the scheduled runs."),
+							NULL, &machpay_maintenance_interval_s, 86400, 0, 86400 * 31,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("machpay.archive_directory",
+							   gettext_noop("Directory where expired payment-intent partitions are exported; empty moves them to schema machpay_archive."),
+							   NULL, &machpay_archive_directory, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("machpay.sse_allow_origin",
+							   gettext_noop("Access-Control-Allow-Origin sent on the SSE stream; empty sends none."),
+							   NULL, &machpay_sse_allow_origin, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("machpay.notify_telemetry",
+							 gettext_noop("Also emit one gateway/sdk event per telemetry report."),
+							 NULL, &machpay_notify_telemetry, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.flush_retry_window",
+							gettext_noop("How long the flusher retries buffered telemetry that cannot be written before dropping it."),
+							NULL, &machpay_flush_retry_window_s, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.sse_heartbeat_interval",
+							gettext_noop("Interval of the comment heartbeat on SSE streams; 0 disables it."),
+							NULL, &machpay_sse_heartbeat_interval_ms, 15000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+}
+
+void
+machpay_define_gucs(void)
+{
+	/* Defining PGC_POSTMASTER settings after start-up is FATAL. */
+	if (process_shared_preload_libraries_in_progress)
+		define_postmaster_gucs();
+	define_reloadable_gucs();
+	MarkGUCPrefixReserved("machpay");
+}

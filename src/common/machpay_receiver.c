@@ -1,0 +1,64 @@
+/*-------------------------------------------------------------------------
+ * machpay_receiver.c
+ *	  Module entry point: settings, shared memory and background workers.
+ *
+ * Without shared_preload_libraries the SQL API still works (machpay.ingest
+ * writes in the caller's transaction); the buffer, the HTTP server and the
+ * workers exist only when the library is preloaded.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+
+#include "common/machpay.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+machpay_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(add_size(stats_shmem_size(), buffer_shmem_size()));
+}
+
+static void
+machpay_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	stats_shmem_init();
+	buffer_shmem_init();
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+_PG_init(void)
+{
+	machpay_define_gucs();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = machpay_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = machpay_shmem_startup;
+
+	flusher_register_worker();
+	http_register_workers();
+	maintenance_register_worker();
+	sse_register_worker();
+}

@@ -1,0 +1,74 @@
+/*-------------------------------------------------------------------------
+ * ingest_sql.c
+ *	  machpay.ingest(payload jsonb): the HTTP ingest path as a SQL function,
+ *	  committed with the caller's transaction.
+ *
+ * The same mapper and writer as the ingest workers and the flusher; only
+ * the buffer is skipped.  The returned jsonb is the HTTP response body of
+ * SPEC §4 (with "intents" when the payload carried valid intents).  A
+ * payload that is not an object or array of events at all, or nests too
+ * deep, is the HTTP 400 case: an ERROR here, nothing stored.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "common/machpay.h"
+#include "mapper/mapper.h"
+#include "flusher/xact_stats.h"
+#include "flusher/writer.h"
+
+PG_FUNCTION_INFO_V1(machpay_ingest);
+
+Datum
+machpay_ingest(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *payload = PG_GETARG_JSONB_P(0);
+	MemoryContext callcxt;
+	MemoryContext oldcxt;
+	MapOptions	opts;
+	MapResult	mr;
+	WriteResult wr;
+	StringInfoData body;
+	Datum		out;
+
+	callcxt = AllocSetContextCreate(CurrentMemoryContext, "machpay ingest call",
+									ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(callcxt);
+
+	/* Skew from machpay.max_clock_skew, retentions from retention_policies. */
+	map_options_load(&opts, GetCurrentStatementStartTimestamp());
+	opts.bound_entity = NULL;
+	opts.remote_addr = NULL;
+	opts.record_rejects = true;
+
+	memset(&mr, 0, sizeof(mr));
+	map_jsonb(payload, &opts, &mr);
+	if (mr.status == MAP_BAD_REQUEST)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("%s", mr.bad_request_message ? mr.bad_request_message
+						: "invalid ingest payload"),
+				 errhint("The payload is one event object or an array of event objects.")));
+
+	memset(&wr, 0, sizeof(wr));
+	memcpy(wr.events_by_source, mr.events_by_source, sizeof(wr.events_by_source));
+	writer_write_batch(mr.rows.data, mr.rows.len, &wr);
+	writer_notify_ingest(&wr, "sql");
+	xact_stats_add(STAT_EVENTS_ACCEPTED, mr.accepted);
+	xact_stats_add(STAT_EVENTS_REJECTED, mr.rejected);
+
+	initStringInfo(&body);
+	map_response_json(&body, &mr, mr.nintents > 0 ? wr.intents : NULL, wr.nintents);
+
+	MemoryContextSwitchTo(oldcxt);
+	out = DirectFunctionCall1(jsonb_in, CStringGetDatum(body.data));
+	MemoryContextDelete(callcxt);
+	PG_RETURN_DATUM(out);
+}

@@ -1,0 +1,116 @@
+/*-------------------------------------------------------------------------
+ * mapper.h
+ *	  The event mapper: request bytes (or a jsonb value) in, validated rows
+ *	  (a row batch, see rowbuf.h) and per-event errors out.
+ *
+ * The mapper knows nothing of HTTP, tables or transactions: it needs no
+ * database access, so the HTTP workers call it inside their event loop and
+ * the fuzz harness links it alone.  All memory comes from the caller's
+ * CurrentMemoryContext; callers reset that context per request.
+ *-------------------------------------------------------------------------
+ */
+#ifndef MACHPAY_MAPPER_H
+#define MACHPAY_MAPPER_H
+
+#include "mapper/rowbuf.h"
+
+/* Error codes of SPEC §4; the strings are the wire names. */
+typedef enum MapErrorCode
+{
+	MAP_ERR_UNKNOWN_SOURCE,
+	MAP_ERR_INVALID_ENTITY_ID,
+	MAP_ERR_MISSING_FIELD,
+	MAP_ERR_INVALID_TYPE,
+	MAP_ERR_TIME_OUT_OF_RANGE,
+	MAP_ERR_INVALID_AMOUNT,
+	MAP_ERR_TOO_LARGE,
+	MAP_ERR_ENTITY_NOT_ALLOWED,
+} MapErrorCode;
+
+extern const char *map_error_code_name(MapErrorCode code);
+
+typedef struct MapOptions
+{
+	TimestampTz now;			/* receipt time: intents' created_at, time checks */
+	int64		max_clock_skew_us;	/* how far ahead an event time may be */
+	int64		metrics_retention_us;	/* older telemetry is time_out_of_range */
+	int64		logs_retention_us;	/* older logs are time_out_of_range */
+	const char *bound_entity;	/* key's entity; NULL or "*" = any */
+	const char *remote_addr;	/* for dead letters; may be NULL */
+	int			max_depth;		/* JSON nesting limit (64) */
+	int			max_rows_per_event; /* 10,000 */
+	int			max_label_bytes;	/* 256 */
+	int			max_errors_listed;	/* 100 */
+	bool		record_rejects; /* emit ROW_REJECT rows for rejected events */
+} MapOptions;
+
+extern void map_options_init(MapOptions *opts, TimestampTz now);
+
+typedef struct MapError
+{
+	int			index;			/* 0-based event index in the request */
+	MapErrorCode code;
+	char	   *message;
+} MapError;
+
+typedef enum MapStatus
+{
+	MAP_OK,						/* events were read (some may be rejected) */
+	MAP_BAD_REQUEST,			/* not JSON/NDJSON or nesting > max_depth: store nothing */
+} MapStatus;
+
+typedef struct MapResult
+{
+	MapStatus	status;
+	char	   *bad_request_message;	/* with MAP_BAD_REQUEST */
+	int			accepted;		/* events accepted */
+	int			rejected;		/* events rejected */
+	int			nerrors;		/* errors listed (<= max_errors_listed) */
+	MapError   *errors;
+	int			nintents;		/* ROW_INTENT rows in rows */
+	int64		nrows[ROW_KIND_MAX + 1];	/* rows by RowKind */
+	int64		events_by_source[EVENT_SOURCE_COUNT];	/* accepted events */
+	StringInfoData rows;		/* the row batch */
+} MapResult;
+
+/*
+ * Body as sent over HTTP: one object, an array of objects, or NDJSON.  An
+ * event's index is its array position, or for NDJSON the line's 0-based
+ * position among non-empty lines (blank lines are not counted).  With
+ * MAP_BAD_REQUEST, result->rows is empty and all counts are zero;
+ * map_response_json() then writes {"error":"bad_request","message":...}.
+ */
+extern void map_json_text(const char *body, size_t len, bool ndjson,
+						  const MapOptions *opts, MapResult *result);
+
+#ifndef FRONTEND
+#include "utils/jsonb.h"
+/* The same mapping from a jsonb value (machpay.ingest()). */
+extern void map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result);
+
+/*
+ * map_options_init() plus the settings of the running server: the
+ * machpay.max_clock_skew GUC and the metrics/debug_logs retention from
+ * machpay.retention_policies (defaults when absent).  Needs a transaction
+ * (uses SPI); for SQL callers such as machpay.ingest() (mapper_sql.c).
+ */
+extern void map_options_load(MapOptions *opts, TimestampTz now);
+#endif
+
+/* The outcome of one stored intent, in the order of the batch's ROW_INTENT rows. */
+typedef struct IntentOutcome
+{
+	int32		event_index;
+	unsigned char id[16];		/* uuid */
+	bool		duplicate;
+} IntentOutcome;
+
+/*
+ * The response body of SPEC §4:
+ * {"accepted":n,"rejected":m,"errors":[...]} plus "intents":[...] when
+ * intents is not NULL.
+ */
+extern void map_response_json(StringInfo out, const MapResult *result,
+							  const IntentOutcome *intents, int nintents);
+
+#endif							/* MACHPAY_MAPPER_H */

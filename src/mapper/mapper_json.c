@@ -1,0 +1,511 @@
+/*-------------------------------------------------------------------------
+ * mapper_json.c
+ *	  The request-text front end of the event mapper: walks a body with
+ *	  PostgreSQL's own JSON parser (common/jsonapi.h, semantic actions, no
+ *	  tree) and hands each event's leaves to the mapper core (mapper.c).
+ *
+ * A body is one event object, an array of events, or NDJSON: one event per
+ * non-empty line, where an event's index is the line's 0-based position
+ * among the non-empty lines (lines holding only white space are skipped and
+ * not counted).  A top-level value that is not an object is one event with
+ * an invalid_type error; invalid JSON anywhere, invalid UTF-8, or nesting
+ * deeper than max_depth makes the whole request bad and nothing is kept.
+ * Compiles in the backend and with -DFRONTEND (the fuzz harness).
+ *-------------------------------------------------------------------------
+ */
+#ifndef FRONTEND
+#include "postgres.h"
+#else
+#include "postgres_fe.h"
+#endif
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+
+#include "mapper/mapper.h"
+#include "mapper/mapper_int.h"
+
+/* The walk over one JSON document (the body, or one NDJSON line). */
+typedef struct JsonWalk
+{
+	MapState   *ms;
+	JsonLexContext *lex;
+	bool		allow_top_array;	/* a top-level array holds events */
+	int			event_depth;	/* nesting depth of event objects: 1 or 2 */
+	int			depth;			/* containers open */
+	int			index;			/* index of the current event */
+	int			nelems;			/* elements of the top-level array so far */
+
+	bool		in_event;
+	int			obj_level;		/* objects open inside the event */
+	int			arrays_open;	/* arrays open inside the event */
+	const char *event_start;
+	const char *fields_start;
+
+	int			skip_depth;		/* > 0: skipping a non-object element */
+	const char *skip_start;
+
+	const char **path;			/* key of each open object level */
+	int			maxpath;
+} JsonWalk;
+
+/*
+ * The deepest nesting of the text, counted before parsing: PostgreSQL's
+ * parser recurses per level (and has no stack check in frontend code), so
+ * the limit must hold before it runs.  Brackets inside strings do not count.
+ */
+static int
+scan_depth(const char *s, size_t len)
+{
+	int			depth = 0;
+	int			max = 0;
+	bool		in_string = false;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '{' || c == '[')
+		{
+			if (++depth > max)
+				max = depth;
+		}
+		else if ((c == '}' || c == ']') && depth > 0)
+			depth--;
+	}
+	return max;
+}
+
+static MapLeafType
+leaf_type_of(JsonTokenType type)
+{
+	switch (type)
+	{
+		case JSON_TOKEN_STRING:
+			return LEAF_STRING;
+		case JSON_TOKEN_NUMBER:
+			return LEAF_NUMBER;
+		case JSON_TOKEN_TRUE:
+			return LEAF_TRUE;
+		case JSON_TOKEN_FALSE:
+			return LEAF_FALSE;
+		default:
+			return LEAF_NULL;
+	}
+}
+
+static void
+walk_object_start(void *state)
+{
+	JsonWalk   *w = (JsonWalk *) state;
+
+	w->depth++;
+	if (w->skip_depth > 0)
+		return;
+	if (!w->in_event)
+	{
+		if (w->depth == w->event_depth)
+		{
+			w->in_event = true;
+			w->obj_level = 1;
+			w->arrays_open = 0;
+			w->event_start = w->lex->token_start;
+			w->fields_start = NULL;
+			map_event_begin(w->ms);
+		}
+		return;
+	}
+	if (w->arrays_open > 0)
+		return;
+	if (w->obj_level <= 2)
+		map_add_leaf(w->ms, w->path, w->obj_level, LEAF_OBJECT, NULL, 0);
+	w->obj_level++;
+	if (w->obj_level > w->maxpath)
+	{
+		w->maxpath *= 2;
+		w->path = repalloc(w->path, sizeof(char *) * w->maxpath);
+	}
+}
+
+/*
+ * Inside a top-level element that is not an object: true while skipping it;
+ * at its end it is reported as one invalid event.
+ */
+static bool
+walk_skipped_end(JsonWalk *w, int closing)
+{
+	if (w->skip_depth == 0)
+		return false;
+	if (closing == w->skip_depth)
+	{
+		w->skip_depth = 0;
+		map_event_not_object(w->ms, w->index, w->skip_start,
+							 (int) (w->lex->prev_token_terminator - w->skip_start));
+	}
+	return true;
+}
+
+static void
+walk_object_end(void *state)
+{
+	JsonWalk   *w = (JsonWalk *) state;
+	int			closing = w->depth--;
+
+	if (walk_skipped_end(w, closing))
+		return;
+	if (!w->in_event || w->arrays_open > 0)
+		return;
+	if (--w->obj_level == 0)
+	{
+		w->in_event = false;
+		map_event_end(w->ms, w->index, w->event_start,
+					  (int) (w->lex->prev_token_terminator - w->event_start));
+	}
+}
+
+static void
+walk_array_start(void *state)
+{
+	JsonWalk   *w = (JsonWalk *) state;
+
+	w->depth++;
+	if (w->skip_depth > 0)
+		return;
+	if (!w->in_event)
+	{
+		if (w->depth == 1 && w->allow_top_array)
+			w->event_depth = 2;
+		else
+		{
+			/* an array where an event object should be */
+			w->skip_depth = w->depth;
+			w->skip_start = w->lex->token_start;
+		}
+		return;
+	}
+	if (w->arrays_open == 0 && w->obj_level <= 2)
+		map_add_leaf(w->ms, w->path, w->obj_level, LEAF_ARRAY, NULL, 0);
+	w->arrays_open++;
+}
+
+static void
+walk_array_end(void *state)
+{
+	JsonWalk   *w = (JsonWalk *) state;
+	int			closing = w->depth--;
+
+	if (walk_skipped_end(w, closing))
+		return;
+	if (w->in_event)
+		w->arrays_open--;
+}
+
+static void
+walk_array_element_start(void *state, bool isnull)
+{
+	JsonWalk   *w = (JsonWalk *) state;
+
+	if (w->depth == 1 && w->event_depth == 2 && !w->in_event &&
+		w->skip_depth == 0)
+		w->index = w->nelems++;
+}
+
+static void
+walk_field_start(void *state, char *fname, bool isnull)
+{
+	JsonWalk   *w = (JsonWalk *) state;
+
+	if (w->skip_depth > 0 || !w->in_event || w->arrays_open > 0)
+		return;
+	w->path[w->obj_level - 1] = fname;
+	if (w->obj_level == 1 && strcmp(fname, "fields") == 0)
+		w->fields_start = w->lex->token_start;
+}
+
+static void
+walk_field_end(void *state, char *fname, bool isnull)
+{
+	JsonWalk   *w = (JsonWalk *) state;
+
+	if (w->skip_depth > 0 || !w->in_event || w->arrays_open > 0)
+	{
+		pfree(fname);
+		return;
+	}
+	if (w->obj_level == 1 && w->fields_start != NULL &&
+		strcmp(fname, "fields") == 0)
+	{
+		int			len = (int) (w->lex->prev_token_terminator - w->fields_start);
+
+		w->ms->fields_json = pnstrdup(w->fields_start, len);
+		w->ms->fields_len = len;
+		w->fields_start = NULL;
+	}
+}
+
+static void
+walk_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	JsonWalk   *w = (JsonWalk *) state;
+
+	if (w->skip_depth > 0)
+	{
+		pfree(token);
+		return;
+	}
+	if (!w->in_event)
+	{
+		map_event_not_object(w->ms, w->index, token, (int) strlen(token));
+		pfree(token);
+		return;
+	}
+	if (w->arrays_open > 0)
+	{
+		pfree(token);
+		return;
+	}
+	map_add_leaf(w->ms, w->path, w->obj_level, leaf_type_of(tokentype),
+				 token, (int) strlen(token));
+}
+
+/*
+ * Our own wording of parser errors: json_errdetail() is not in the
+ * frontend libpgcommon of PostgreSQL 15, and one text for both builds keeps
+ * the fuzz harness and the server saying the same.
+ */
+static const char *
+json_error_text(JsonParseErrorType error)
+{
+	switch (error)
+	{
+		case JSON_ESCAPING_INVALID:
+			return "invalid escape sequence in a string";
+		case JSON_ESCAPING_REQUIRED:
+			return "a control character in a string must be escaped";
+		case JSON_EXPECTED_ARRAY_FIRST:
+			return "expected an array element or \"]\"";
+		case JSON_EXPECTED_ARRAY_NEXT:
+			return "expected \",\" or \"]\"";
+		case JSON_EXPECTED_COLON:
+			return "expected \":\"";
+		case JSON_EXPECTED_END:
+			return "expected the end of the input";
+		case JSON_EXPECTED_JSON:
+			return "expected a JSON value";
+		case JSON_EXPECTED_MORE:
+			return "the input ended unexpectedly";
+		case JSON_EXPECTED_OBJECT_FIRST:
+			return "expected a string or \"}\"";
+		case JSON_EXPECTED_OBJECT_NEXT:
+			return "expected \",\" or \"}\"";
+		case JSON_EXPECTED_STRING:
+			return "expected a string";
+		case JSON_INVALID_TOKEN:
+			return "invalid token";
+		case JSON_UNICODE_CODE_POINT_ZERO:
+			return "\\u0000 is not allowed in a string";
+		case JSON_UNICODE_ESCAPE_FORMAT:
+			return "\\u must be followed by four hexadecimal digits";
+		case JSON_UNICODE_HIGH_ESCAPE:
+			return "a unicode escape above 007F needs a UTF8 database";
+		case JSON_UNICODE_HIGH_SURROGATE:
+		case JSON_UNICODE_LOW_SURROGATE:
+			return "invalid unicode surrogate pair";
+		default:
+			return "invalid input";
+	}
+}
+
+/*
+ * pg_parse_json, with any ereport from inside it (in the backend: a \u
+ * escape the database encoding cannot hold, a stack check) turned into a
+ * message instead of an error: the HTTP workers call us in their event
+ * loop, where an ERROR must not escape.  Parsing holds no resources but
+ * memory, so no subtransaction is needed.
+ */
+static JsonParseErrorType
+parse_guarded(JsonLexContext *lex, JsonSemAction *sem, char **caught)
+{
+#ifndef FRONTEND
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile JsonParseErrorType res = JSON_SUCCESS;
+
+	*caught = NULL;
+	PG_TRY();
+	{
+		res = pg_parse_json(lex, sem);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*caught = pstrdup(edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return res;
+#else
+	*caught = NULL;
+	return pg_parse_json(lex, sem);
+#endif
+}
+
+/*
+ * Walk one document; false (and the request marked bad) on invalid JSON.
+ * line is the 1-based NDJSON line for messages, 0 for a whole body.
+ */
+static bool
+walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
+			  int index, int line)
+{
+	JsonWalk	w;
+	JsonSemAction sem;
+	JsonParseErrorType res;
+	char	   *caught = NULL;
+	int			depth = scan_depth(text, len);
+
+	if (depth > ms->opts->max_depth)
+	{
+		char	   *msg;
+
+		if (line > 0)
+			msg = psprintf("JSON nesting on line %d is deeper than %d levels",
+						   line, ms->opts->max_depth);
+		else
+			msg = psprintf("JSON nesting is deeper than %d levels",
+						   ms->opts->max_depth);
+		map_bad_request(ms, msg);
+		pfree(msg);
+		return false;
+	}
+
+	memset(&w, 0, sizeof(w));
+	w.ms = ms;
+	w.lex = makeJsonLexContextCstringLen((char *) text, (int) len, PG_UTF8, true);
+	w.allow_top_array = allow_array;
+	w.event_depth = 1;
+	w.index = index;
+	w.maxpath = 16;
+	w.path = palloc(sizeof(char *) * w.maxpath);
+
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &w;
+	sem.object_start = walk_object_start;
+	sem.object_end = walk_object_end;
+	sem.array_start = walk_array_start;
+	sem.array_end = walk_array_end;
+	sem.array_element_start = walk_array_element_start;
+	sem.object_field_start = walk_field_start;
+	sem.object_field_end = walk_field_end;
+	sem.scalar = walk_scalar;
+
+	res = parse_guarded(w.lex, &sem, &caught);
+	if (caught != NULL)
+	{
+		char	   *msg = psprintf("invalid JSON: %s", caught);
+
+		map_bad_request(ms, msg);
+		pfree(msg);
+		return false;
+	}
+	if (res != JSON_SUCCESS)
+	{
+		const char *detail = json_error_text(res);
+		const char *at = w.lex->token_start ? w.lex->token_start :
+			w.lex->token_terminator;
+		const char *line_start = w.lex->line_start ? w.lex->line_start : text;
+		int			column;
+		char	   *msg;
+
+		/* at the end of the input the lexer leaves token_start NULL */
+		if (at == NULL || at < line_start)
+			at = line_start;
+		column = (int) (at - line_start) + 1;
+
+		if (line > 0)
+			msg = psprintf("invalid JSON on line %d, column %d: %s",
+						   line, column, detail);
+		else
+			msg = psprintf("invalid JSON at line %d, column %d: %s",
+						   w.lex->line_number, column, detail);
+		map_bad_request(ms, msg);
+		pfree(msg);
+		return false;
+	}
+	pfree(w.path);
+	if (w.lex->strval)
+	{
+		pfree(w.lex->strval->data);
+		pfree(w.lex->strval);
+	}
+	pfree(w.lex);
+	return true;
+}
+
+static bool
+is_blank(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+			return false;
+	return true;
+}
+
+void
+map_json_text(const char *body, size_t len, bool ndjson,
+			  const MapOptions *opts, MapResult *result)
+{
+	MapState	ms;
+
+	map_state_init(&ms, opts, result);
+
+	if (len > (size_t) PG_INT32_MAX - 1)
+	{
+		map_bad_request(&ms, "the body is too large");
+		return;
+	}
+	if (pg_encoding_verifymbstr(PG_UTF8, body, (int) len) != (int) len)
+	{
+		map_bad_request(&ms, "the body is not valid UTF-8 text");
+		return;
+	}
+
+	if (!ndjson)
+	{
+		walk_document(&ms, body, len, true, 0, 0);
+		return;
+	}
+
+	{
+		size_t		pos = 0;
+		int			line = 0;
+		int			index = 0;
+
+		while (pos < len)
+		{
+			const char *nl = memchr(body + pos, '\n', len - pos);
+			size_t		end = nl ? (size_t) (nl - body) : len;
+
+			line++;
+			if (!is_blank(body + pos, end - pos))
+			{
+				if (!walk_document(&ms, body + pos, end - pos, false, index, line))
+					return;
+				index++;
+			}
+			pos = end + 1;
+		}
+	}
+}
