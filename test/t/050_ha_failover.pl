@@ -35,6 +35,9 @@ $ENV{MACHPAY_HA_DIR} = $dir;
 $ENV{MACHPAY_HA_NO_BUILD} = 1;
 $ENV{PG_CONFIG} //= 'pg_config';
 
+# A test killed by a signal cleans up too (END blocks run on exit only).
+$SIG{INT} = $SIG{TERM} = $SIG{HUP} = sub { exit 1 };
+
 END
 {
 	if ($$ == $parent)
