@@ -12,6 +12,8 @@ PACKAGES=(
   clang libclang-rt-14-dev  # libFuzzer harness
   openssl                   # throwaway TLS certificates in tests
   chromium                  # headless browser test of the SSE console page
+  pg-auto-failover-cli postgresql-15-auto-failover  # make ha-demo, HA tests
+  haproxy                   # make ha-demo: the entry that follows the primary
 )
 if [ -n "${MACHPAY_EXTRA_PACKAGES:-}" ]; then
   read -r -a extra <<<"$MACHPAY_EXTRA_PACKAGES"
