@@ -51,7 +51,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/[0-9]*.sql))
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-layout check-regress prove-tap prove-some fuzz fuzz-replay bench soak \
+.PHONY: deps run stop test check-all check-layout check-regress prove-tap prove-some fuzz fuzz-replay bench soak ha-demo ha-down \
         deb test-deb test-debian12 test-debian13 test-deb-debian12 test-deb-debian13
 
 deps:
@@ -62,6 +62,14 @@ run:
 
 stop:
 	bash scripts/stop.sh
+
+# A highly available receiver on one machine: pg_auto_failover monitor, two
+# data nodes, HAProxy (README, "Running it highly available").
+ha-demo:
+	bash scripts/ha-demo.sh
+
+ha-down:
+	bash scripts/ha-down.sh
 
 test:
 	bash scripts/test.sh

@@ -6,8 +6,10 @@
  *		intent after the first would be a duplicate).  Request k is due at
  *		start + k / RATE and goes out on the first idle connection; one line
  *		per answer in LOG, like h2load's --log-file: start time (us since
- *		epoch), HTTP status, microseconds until the end of the answer, then
- *		the request's nonce.
+ *		epoch), HTTP status, microseconds from sending to the end of the
+ *		answer, microseconds from when the request was due to the end of
+ *		the answer (the open-loop latency: it counts the time a request
+ *		waited for a free connection), then the request's nonce.
  *
  *		With BODY_FILE set in the environment it posts that file instead
  *		(telemetry latency without h2load's --rps timer).
@@ -35,6 +37,7 @@ typedef struct Conn
 	int			fd;
 	int			busy;
 	long long	sent_us;
+	long long	due_us;
 	unsigned long long nonce;	/* of the request in flight */
 	char		buf[8192];
 	size_t		len;
@@ -177,6 +180,7 @@ main(int argc, char **argv)
 			memcpy(req + rlen, fixed ? fixed : body, fixed ? fixed_len : blen);
 			rlen += fixed ? fixed_len : blen;
 			conns[i].sent_us = now_us();
+			conns[i].due_us = due;
 			conns[i].nonce = nonce_base + (unsigned long long) k;
 			if (write(conns[i].fd, req, rlen) != rlen)
 			{
@@ -217,7 +221,8 @@ main(int argc, char **argv)
 			{
 				/* Closed by the server (e.g. after an error answer): reconnect. */
 				if (c->busy)
-					fprintf(log, "%lld\t0\t%lld\t%llu\n", c->sent_us, now_us() - c->sent_us, c->nonce);
+					fprintf(log, "%lld\t0\t%lld\t%lld\t%llu\n", c->sent_us, now_us() - c->sent_us,
+							now_us() - c->due_us, c->nonce);
 				close(c->fd);
 				c->fd = connect_to(port);
 				c->busy = 0;
@@ -229,8 +234,8 @@ main(int argc, char **argv)
 			alen = answer_length(c->buf, c->len);
 			if (alen > 0 && c->busy)
 			{
-				fprintf(log, "%lld\t%d\t%lld\t%llu\n", c->sent_us, atoi(c->buf + 9),
-						now_us() - c->sent_us, c->nonce);
+				fprintf(log, "%lld\t%d\t%lld\t%lld\t%llu\n", c->sent_us, atoi(c->buf + 9),
+						now_us() - c->sent_us, now_us() - c->due_us, c->nonce);
 				c->busy = 0;
 				c->len = 0;
 				done++;

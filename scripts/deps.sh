@@ -20,6 +20,8 @@ PACKAGES=(
   clang libclang-rt-dev     # libFuzzer harness (the runtime of the default clang)
   openssl                   # throwaway TLS certificates in tests
   chromium                  # headless browser test of the SSE console page
+  pg-auto-failover-cli "postgresql-$pg-auto-failover"  # make ha-demo, HA tests
+  haproxy                   # make ha-demo: the entry that follows the primary
 )
 # Packages one release has and another lacks, or names that differ.
 case $release in

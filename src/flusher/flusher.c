@@ -33,6 +33,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -360,6 +361,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 
 			if (nintents > 0)
 			{
+				/* writer_write_batch() made this commit durable (writer.c). */
 				outcomes = palloc0(sizeof(IntentOutcome) * nintents);
 				if (wr.intents && wr.nintents > 0)
 					memcpy(outcomes, wr.intents,
@@ -418,6 +420,15 @@ attempt_flush(int64 *rows_out, bool quiet)
 			MemoryContextReset(flush_cxt);
 		}
 	} while (retry);
+
+	/*
+	 * A commit that waits for a synchronous standby stops waiting, and
+	 * returns as if done, when the postmaster dies: the standby may not have
+	 * it, and a failover may lose it.  Answer nothing then; the requests end
+	 * with their connections.
+	 */
+	if (committed && !PostmasterIsAlive())
+		proc_exit(1);
 
 	if (!committed)
 	{

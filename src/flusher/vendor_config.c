@@ -20,6 +20,8 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/numeric.h"
@@ -113,6 +115,23 @@ config_notify(const char *gateway_id, int64 user_id, bool *changed,
 	pfree(buf.data);
 }
 
+
+/*
+ * Orders us against another writer of this gateway's profile until our
+ * transaction ends.  An advisory lock rather than SELECT ... FOR UPDATE on
+ * machpay.users: a row lock needs UPDATE on users, which the workers' role
+ * must not have.  Keys: "conf", then the user id (truncated: two users
+ * sharing a key only wait for each other).
+ */
+static void
+lock_profile(int64 user_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x636f6e66, (uint32) user_id, 2);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
 /*
  * A newer report that changes nothing still moves the profile's report
  * time (not updated_at): a report dated before it, arriving later, is then
@@ -155,11 +174,9 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 	reported[2] = c->withdrawal;
 	reported[3] = c->version;
 
-	/* Lock the user: orders us against another writer of this gateway. */
 	args[0] = CStringGetTextDatum(c->gateway_id);
 	argtypes[0] = TEXTOID;
-	rc = SPI_execute_with_args("SELECT id FROM machpay.users WHERE wallet_address = $1"
-							   " FOR NO KEY UPDATE",
+	rc = SPI_execute_with_args("SELECT id FROM machpay.users WHERE wallet_address = $1",
 							   1, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading machpay.users failed: %s", SPI_result_code_string(rc));
@@ -172,6 +189,7 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 	}
 	user_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_freetuptable(SPI_tuptable);
+	lock_profile(user_id);
 
 	/* A new statement: its snapshot sees what the lock holder committed. */
 	args[0] = Int64GetDatum(user_id);

@@ -216,11 +216,23 @@ sub sse_wait_ready
 		{
 			my $st = $c->response(2) // 0;
 			$c->disconnect;
-			return 1 if $st == 200;
+			return sse_wait_listening($node) if $st == 200;
 		}
 		select(undef, undef, undef, 0.2);
 	}
 	return 0;
+}
+
+# The relay serves streams once it has read the keys, which can be before its
+# LISTEN connection is up; what is published before that never reaches it.
+# Ready for a test means both.
+sub sse_wait_listening
+{
+	my ($node) = @_;
+	return $node->poll_query_until('postgres', q{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		WHERE application_name = 'machpay_sse_listener' AND state = 'idle'
+		  AND (query LIKE 'LISTEN %' OR query LIKE '%machpay.payment_intents%')});
 }
 
 1;
