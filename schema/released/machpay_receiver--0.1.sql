@@ -1,6 +1,6 @@
 -- machpay_receiver 0.1, the install script as released.  Frozen: never edit it;
 -- it is installed so that CREATE EXTENSION machpay_receiver VERSION '0.1' (and
--- the upgrade test, test/t/070_extension_upgrade.pl) can start from it.
+-- the upgrade test, test/t/090_extension_upgrade.pl) can start from it.
 
 -- machpay_receiver: tables of SPEC §3 in schema machpay.
 -- (This file is the first piece of the install script; see Makefile.)

@@ -9,7 +9,7 @@
 --     with data in it (ALTER TABLE ... ADD COLUMN, CREATE OR REPLACE
 --     FUNCTION, GRANT/REVOKE, new roles guarded by IF NOT EXISTS, ...).
 --     Hand-written, in the order the changes were made.
---   * test/t/070_extension_upgrade.pl installs every released version
+--   * test/t/090_extension_upgrade.pl installs every released version
 --     (schema/released/), loads data, updates, and checks that the catalog
 --     equals a fresh install's and the data is still there: a change made
 --     in one place only fails it.
