@@ -118,11 +118,12 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 	opts.remote_addr = NULL;
 	opts.record_rejects = true;
 	map_jsonb(payload, &opts, &result);
-	if (result.status == MAP_BAD_REQUEST)
+	if (result.status != MAP_OK)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				(errcode(result.status == MAP_BAD_REQUEST ? ERRCODE_INVALID_PARAMETER_VALUE :
+						 ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("invalid ingest payload: %s",
-						result.bad_request_message ? result.bad_request_message : "bad request")));
+						result.refusal_message ? result.refusal_message : "bad request")));
 
 	if (result.rows.len > 0)
 	{

@@ -37,6 +37,10 @@ char	   *machpay_sse_allow_origin = NULL;
 bool		machpay_notify_telemetry = false;
 int			machpay_flush_retry_window_s = 60;
 int			machpay_sse_heartbeat_interval_ms = 15000;
+int			machpay_max_events_per_request = 10000;
+int			machpay_max_rows_per_request = 100000;
+int			machpay_max_rejects_per_request = 1000;
+int			machpay_max_rows_per_body_byte = 32;
 
 static void
 define_postmaster_gucs(void)
@@ -94,6 +98,22 @@ define_reloadable_gucs(void)
 							gettext_noop("Largest request body accepted, after decompression too."),
 							NULL, &machpay_max_body_size, 8 * 1024 * 1024, 1024, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_events_per_request",
+							gettext_noop("Most events one request may hold; more is answered 413 before the rest is read (0 = no limit)."),
+							NULL, &machpay_max_events_per_request, 10000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_rows_per_request",
+							gettext_noop("Most rows the accepted events of one request may yield; more is answered 413 (0 = no limit)."),
+							NULL, &machpay_max_rows_per_request, 100000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_rejects_per_request",
+							gettext_noop("Most rejected events in one request; more is answered 422 before the rest is read and nothing is stored (0 = no limit)."),
+							NULL, &machpay_max_rejects_per_request, 1000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_rows_per_body_byte",
+							gettext_noop("Most rows (dead letters included) per byte of a request body as sent, before decompression; more is answered 413 (0 = no limit)."),
+							NULL, &machpay_max_rows_per_body_byte, 32, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("machpay.auth",
 							 gettext_noop("Require ingest keys on ingest and console keys on the SSE stream."),
 							 NULL, &machpay_auth, true,

@@ -27,6 +27,10 @@ extern int	machpay_buffer_size_kb;
 extern int	machpay_batch_size;
 extern int	machpay_flush_interval_ms;
 extern int	machpay_max_body_size;	/* bytes */
+extern int	machpay_max_events_per_request; /* caps per request; 0 = none */
+extern int	machpay_max_rows_per_request;
+extern int	machpay_max_rejects_per_request;
+extern int	machpay_max_rows_per_body_byte;
 extern bool machpay_auth;
 extern int	machpay_max_clock_skew_s;
 extern int	machpay_rollup_interval_s;	/* 0 = job disabled */

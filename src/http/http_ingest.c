@@ -563,14 +563,20 @@ http_ingest_request(h2o_req_t *req)
 		opts.logs_retention_us = logs_retention_us;
 	opts.bound_entity = bound_entity;
 	opts.remote_addr = peer[0] ? peer : NULL;
+	map_options_set_caps(&opts, (int64) req->entity.len);
 	memset(&result, 0, sizeof(result));
 	map_json_text(body, len, ndjson, &opts, &result);
 
-	if (result.status == MAP_BAD_REQUEST)
+	/* 400 not JSON, 413 / 422 past a cap: nothing of it is stored */
+	if (result.status != MAP_OK)
 	{
-		http_send_error(req, 400, "Bad Request", "bad_request",
-						result.bad_request_message ? result.bad_request_message :
-						"the body is not valid JSON");
+		int			status = map_refusal_http_status(result.status);
+
+		initStringInfo(&out);
+		map_response_json(&out, &result, NULL, 0);
+		http_send_json(req, status, status == 400 ? "Bad Request" :
+					   status == 413 ? "Payload Too Large" : "Unprocessable Entity",
+					   out.data, out.len);
 		return;
 	}
 

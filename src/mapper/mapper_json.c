@@ -41,6 +41,7 @@ typedef struct JsonWalk
 	int			arrays_open;	/* arrays open inside the event */
 	const char *event_start;
 	const char *fields_start;
+	bool		in_fields;		/* inside the event's top-level "fields" */
 
 	int			skip_depth;		/* > 0: skipping a non-object element */
 	const char *skip_start;
@@ -103,6 +104,23 @@ leaf_type_of(JsonTokenType type)
 	}
 }
 
+/*
+ * Once the request is refused (a cap), make the lexer see the end of the
+ * input: the parser then stops with an error that walk_document ignores,
+ * so the rest of the body costs nothing.
+ */
+static void
+walk_stop_if_refused(JsonWalk *w)
+{
+	size_t		here;
+
+	if (w->ms->result->status == MAP_OK)
+		return;
+	here = (size_t) (w->lex->token_terminator - w->lex->input);
+	if (here < (size_t) w->lex->input_length)
+		w->lex->input_length = here;
+}
+
 static void
 walk_object_start(void *state)
 {
@@ -150,6 +168,7 @@ walk_skipped_end(JsonWalk *w, int closing)
 		w->skip_depth = 0;
 		map_event_not_object(w->ms, w->index, w->skip_start,
 							 (int) (w->lex->prev_token_terminator - w->skip_start));
+		walk_stop_if_refused(w);
 	}
 	return true;
 }
@@ -167,8 +186,10 @@ walk_object_end(void *state)
 	if (--w->obj_level == 0)
 	{
 		w->in_event = false;
+		w->in_fields = false;
 		map_event_end(w->ms, w->index, w->event_start,
 					  (int) (w->lex->prev_token_terminator - w->event_start));
+		walk_stop_if_refused(w);
 	}
 }
 
@@ -228,7 +249,12 @@ walk_field_start(void *state, char *fname, bool isnull)
 		return;
 	w->path[w->obj_level - 1] = fname;
 	if (w->obj_level == 1 && strcmp(fname, "fields") == 0)
+	{
+		/* jsonb keeps the last of duplicate keys: judge only that one */
 		w->fields_start = w->lex->token_start;
+		w->in_fields = true;
+		w->ms->fields_bad_number = NULL;
+	}
 }
 
 static void
@@ -241,6 +267,8 @@ walk_field_end(void *state, char *fname, bool isnull)
 		pfree(fname);
 		return;
 	}
+	if (w->obj_level == 1 && strcmp(fname, "fields") == 0)
+		w->in_fields = false;
 	if (w->obj_level == 1 && w->fields_start != NULL &&
 		strcmp(fname, "fields") == 0)
 	{
@@ -266,8 +294,13 @@ walk_scalar(void *state, char *token, JsonTokenType tokentype)
 	{
 		map_event_not_object(w->ms, w->index, token, (int) strlen(token));
 		pfree(token);
+		walk_stop_if_refused(w);
 		return;
 	}
+	/* the log's fields become jsonb: its numbers must fit numeric */
+	if (w->in_fields && tokentype == JSON_TOKEN_NUMBER &&
+		w->ms->fields_bad_number == NULL && !map_number_storable(token))
+		w->ms->fields_bad_number = pstrdup(token);
 	if (w->arrays_open > 0)
 	{
 		pfree(token);
@@ -412,6 +445,9 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 	sem.scalar = walk_scalar;
 
 	res = parse_guarded(w.lex, &sem, &caught);
+	/* refused by a cap while walking: the parser was stopped on purpose */
+	if (ms->result->status != MAP_OK)
+		return false;
 	if (caught != NULL)
 	{
 		char	   *msg = psprintf("invalid JSON: %s", caught);
@@ -499,6 +535,8 @@ map_json_text(const char *body, size_t len, bool ndjson,
 			size_t		end = nl ? (size_t) (nl - body) : len;
 
 			line++;
+			if (result->status != MAP_OK)
+				return;
 			if (!is_blank(body + pos, end - pos))
 			{
 				if (!walk_document(&ms, body + pos, end - pos, false, index, line))

@@ -219,6 +219,8 @@ map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result)
 
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 		{
+			if (result->status != MAP_OK)
+				break;			/* refused by a cap: read no further */
 			if (tok != WJB_ELEM)
 				continue;
 			if (v.type == jbvBinary &&
