@@ -6,7 +6,16 @@
  * A *batch* is the set of buffer entries one flush commits.  A flush runs
  * when machpay.flush_interval has passed, machpay.batch_size events wait,
  * payment intents wait (group commit: they never wait for the timer) or
- * machpay.flush() asks.  A failed flush is split in halves to commit what
+ * machpay.flush() asks.
+ *
+ * The flusher is several *writers*, one process each: the intents writer
+ * drains the intents queue (requests with payment intents, committed as
+ * soon as they arrive, several requests per transaction when they arrive
+ * together: group commit), and machpay.flush_workers telemetry writers take
+ * disjoint runs of the telemetry queue, write them in parallel and commit
+ * them in the order they were taken (buffer_order_wait).
+ *
+ * A failed flush is split in halves to commit what
  * can be committed; the rest is kept and retried with capped exponential
  * backoff; telemetry is dropped (and counted) only after
  * machpay.flush_retry_window, intents fail their ticket (503) at their deadline,
@@ -38,6 +47,9 @@
 #include "flusher/writer.h"
 
 #define FLUSHER_NAME			"machpay flusher"
+#define INTENT_WRITER_NAME		"machpay intent writer"
+/* Entries one take may add to the batch (room is made before taking). */
+#define FLUSH_TAKE_MAX_ENTRIES	4096
 /* Largest batch, in row bytes: bounds the flusher's memory per flush. */
 #define FLUSH_MAX_BATCH_BYTES	(32 * 1024 * 1024)
 #define FLUSH_BACKOFF_MIN_MS	100
@@ -76,7 +88,7 @@ static BatchEntry *batch = NULL;
 static int	nbatch = 0;
 static int	maxbatch = 0;
 static Size batch_bytes = 0;
-static uint64 take_pos = 0;
+static int	my_slot = -1;		/* writer slot: 0 intents, 1.. telemetry */
 static MemoryContext flush_cxt = NULL;
 static int	consecutive_failures = 0;
 static TimestampTz retry_at = 0;
@@ -86,12 +98,23 @@ static bool timer_due = false;	/* flush_interval passed: flush all that is ready
 
 PGDLLEXPORT void flusher_main(Datum main_arg);
 
+/*
+ * The intents writer (slot 0) and `n` telemetry writers (slots 1..n).
+ * Never on a standby: they start once the server accepts writes.
+ */
 void
-flusher_register_worker(void)
+flusher_register_workers(int n)
 {
-	/* Never on a standby: it starts once the server accepts writes. */
-	machpay_register_worker("flusher_main", FLUSHER_NAME, FLUSHER_NAME,
-							BgWorkerStart_RecoveryFinished, 1, (Datum) 0);
+	machpay_register_worker("flusher_main", INTENT_WRITER_NAME, INTENT_WRITER_NAME,
+							BgWorkerStart_RecoveryFinished, 1, Int32GetDatum(0));
+	for (int i = 1; i <= n && i < BUFFER_MAX_WRITERS; i++)
+	{
+		char		name[BGW_MAXLEN];
+
+		snprintf(name, sizeof(name), "%s %d", FLUSHER_NAME, i);
+		machpay_register_worker("flusher_main", name, FLUSHER_NAME,
+								BgWorkerStart_RecoveryFinished, 1, Int32GetDatum(i));
+	}
 }
 
 static void
@@ -118,22 +141,36 @@ flusher_on_exit(int code, Datum arg)
 	buffer_flusher_detach();
 }
 
-/* buffer_take callback: append to the batch. */
+/* Room for `more` entries in the batch: take_entry must not fail. */
+static void
+reserve_batch(int more)
+{
+	if (nbatch + more <= maxbatch)
+		return;
+	maxbatch = Max(maxbatch * 2, nbatch + more);
+	batch = batch ? repalloc(batch, sizeof(BatchEntry) * maxbatch) :
+		MemoryContextAlloc(TopMemoryContext, sizeof(BatchEntry) * maxbatch);
+}
+
+/* buffer_take callback: append to the batch (room made by reserve_batch). */
 static void
 take_entry(BufferEntry *entry, uint64 off, void *arg)
 {
-	if (nbatch == maxbatch)
-	{
-		maxbatch = maxbatch ? maxbatch * 2 : 256;
-		batch = batch ? repalloc(batch, sizeof(BatchEntry) * maxbatch) :
-			MemoryContextAlloc(TopMemoryContext, sizeof(BatchEntry) * maxbatch);
-	}
+	Assert(nbatch < maxbatch);
 	batch[nbatch].entry = entry;
 	batch[nbatch].include = false;
 	batch[nbatch].finished = false;
 	batch[nbatch].first_failure = 0;
 	nbatch++;
 	batch_bytes += entry->rows_len;
+}
+
+/* buffer_flusher_attach callback: leftovers of a crash, not under a lock. */
+static void
+retake_entry(BufferEntry *entry, uint64 off, void *arg)
+{
+	reserve_batch(1);
+	take_entry(entry, off, arg);
 }
 
 static int64
@@ -187,9 +224,12 @@ drop_dead_tickets(bool compact)
 static void
 publish_progress(int64 rows)
 {
-	uint64		next_seq = nbatch > 0 ? batch[0].entry->seq : buffer_seq_at(take_pos);
+	uint64		oldest = PG_UINT64_MAX;
 
-	buffer_advance_head(take_pos, next_seq, rows);
+	for (int i = 0; i < nbatch; i++)
+		if (!batch[i].finished)
+			oldest = Min(oldest, batch[i].entry->seq);
+	buffer_advance_head(oldest, rows);
 }
 
 static void
@@ -307,6 +347,8 @@ attempt_flush(int64 *rows_out, bool quiet)
 			if (!retry)
 			{
 				PopActiveSnapshot();
+				/* Runs taken before ours become visible first. */
+				buffer_order_wait();
 				CommitTransactionCommand();
 				committed = true;
 				buffer_flusher_note(FLUSH_NOTE_WRITABLE);
@@ -480,8 +522,12 @@ flush_cycle(bool draining)
 	 * and make intents arriving meanwhile wait longer.
 	 */
 	if (batch_bytes < FLUSH_MAX_BATCH_BYTES)
-		(void) buffer_take(&take_pos, FLUSH_MAX_BATCH_BYTES - batch_bytes,
-						   Max(machpay_batch_size - batch_events(), 1), take_entry, NULL);
+	{
+		reserve_batch(FLUSH_TAKE_MAX_ENTRIES);
+		(void) buffer_take(FLUSH_MAX_BATCH_BYTES - batch_bytes,
+						   Max(machpay_batch_size - batch_events(), 1),
+						   FLUSH_TAKE_MAX_ENTRIES, take_entry, NULL);
+	}
 	drop_dead_tickets(true);
 	if (nbatch == 0)
 	{
@@ -544,6 +590,8 @@ flush_cycle(bool draining)
 		consecutive_failures = 0;
 	}
 	compact_batch();
+	/* What is left is retried out of turn: later runs need not wait. */
+	buffer_order_settle();
 	publish_progress(rows);
 	MemoryContextReset(flush_cxt);
 	MemoryContextSwitchTo(TopMemoryContext);
@@ -574,7 +622,7 @@ drain_and_exit(void)
 		res = flush_cycle(true);
 		buffer_flusher_status(&ready, &intents, &requested, &pending);
 		if (res != ATTEMPT_FAILED && nbatch == 0 && ready == 0 &&
-			!buffer_has_reserved(take_pos))
+			!buffer_has_reserved())
 			break;
 		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
 									   FLUSH_SHUTDOWN_WINDOW_MS + FLUSH_BACKOFF_MAX_MS))
@@ -597,18 +645,24 @@ drain_and_exit(void)
 void
 flusher_main(Datum main_arg)
 {
-	machpay_worker_attach(FLUSHER_NAME);
+	const char *role;
+
+	my_slot = DatumGetInt32(main_arg);
+	role = my_slot == 0 ? INTENT_WRITER_NAME : FLUSHER_NAME;
+	machpay_worker_attach(role);
 	before_shmem_exit(flusher_on_exit, (Datum) 0);
 
 	if (!buffer_available())
 		proc_exit(0);
 	report_state(FLUSHER_WAITING, NULL);
-	if (!machpay_worker_wait_for_extension(FLUSHER_NAME))
+	if (!machpay_worker_wait_for_extension(role))
 		proc_exit(0);
 
 	flush_cxt = AllocSetContextCreate(TopMemoryContext, "machpay flush",
 									  ALLOCSET_DEFAULT_SIZES);
-	take_pos = buffer_flusher_attach(!RecoveryInProgress());
+	/* What this slot took before a crash of this process comes back first. */
+	(void) buffer_flusher_attach(my_slot, my_slot == 0 ? QUEUE_INTENTS : QUEUE_TELEMETRY,
+								 !RecoveryInProgress(), retake_entry, NULL);
 	last_flush = GetCurrentTimestamp();
 	report_state(FLUSHER_IDLE, NULL);
 
