@@ -100,6 +100,10 @@ typedef struct WriterSlot
 	BufferQueueId queue;
 	uint64		oldest_unfinished;	/* seq of its oldest undecided entry */
 	uint64		open_run;		/* run taken and not committed yet; 0 = none */
+	/* Is the database taking its writes?  Read by /readyz. */
+	TimestampTz attempt_started;	/* a flush attempt is running since; 0 = none */
+	TimestampTz failing_since;	/* first failed attempt since the last commit */
+	TimestampTz last_failure;	/* end of the latest failed attempt */
 } WriterSlot;
 
 typedef struct BufferShared
@@ -111,10 +115,6 @@ typedef struct BufferShared
 	uint64		flush_target;	/* machpay.flush() wants done_seq to reach this */
 	uint64		rows_written;	/* rows committed by the writers, ever */
 	ConditionVariable flushed_cv;	/* broadcast after every flush */
-	/* Is the database taking our writes?  Read by /readyz. */
-	TimestampTz attempt_started;	/* a flush attempt is running since; 0 = none */
-	TimestampTz failing_since;	/* first failed attempt since the last commit */
-	TimestampTz last_failure;	/* end of the latest failed attempt */
 	BufferQueue queues[BUFFER_QUEUES];
 	WriterSlot	writers[BUFFER_MAX_WRITERS];
 	TicketSlot	tickets[BUFFER_TICKETS];
@@ -624,9 +624,9 @@ buffer_flusher_attach(int slot, BufferQueueId qid, bool accepting,
 	w->attached = accepting;
 	w->open_run = 0;
 	buf->shutdown = false;
-	buf->attempt_started = 0;
-	buf->failing_since = 0;
-	buf->last_failure = 0;
+	w->attempt_started = 0;
+	w->failing_since = 0;
+	w->last_failure = 0;
 	/* Our first leftover entry, if any: the head cannot pass it. */
 	end = q->take;
 	for (off = q->head; skip_to_entry(q, &off, end); off += ENTRY_AT(q, off)->total)
@@ -661,59 +661,49 @@ buffer_flusher_attach(int slot, BufferQueueId qid, bool accepting,
 	return n;
 }
 
-/* The flusher tells how its transactions fare (see buffer_db_stalled). */
+/* A writer tells how its transactions fare (see buffer_db_stalled). */
 void
 buffer_flusher_note(BufferFlushNote note)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	WriterSlot *w = MY_WRITER;
 
 	SpinLockAcquire(&buf->mutex);
 	switch (note)
 	{
 		case FLUSH_NOTE_START:
-			buf->attempt_started = now;
+			w->attempt_started = now;
 			break;
 		case FLUSH_NOTE_WRITABLE:
-			buf->attempt_started = 0;
-			buf->failing_since = 0;
-			buf->last_failure = 0;
+			w->attempt_started = 0;
+			w->failing_since = 0;
+			w->last_failure = 0;
 			break;
 		case FLUSH_NOTE_REFUSED:
-			buf->attempt_started = 0;
+			w->attempt_started = 0;
 			break;
 		case FLUSH_NOTE_FAILED:
-			buf->attempt_started = 0;
-			if (buf->failing_since == 0)
-				buf->failing_since = now;
-			buf->last_failure = now;
+			w->attempt_started = 0;
+			if (w->failing_since == 0)
+				w->failing_since = now;
+			w->last_failure = now;
 			break;
 	}
 	SpinLockRelease(&buf->mutex);
 }
 
 /*
- * True when the database has not been taking the flusher's writes for a
+ * True when the database has not been taking some writer's writes for a
  * while: one attempt has been running (a lock wait) for BUFFER_STALL_MS, or
  * attempts have been failing with no commit for BUFFER_STALL_MS and the
  * latest failure is recent.  An idle server with no failures is writable as
- * far as we know; an old streak with no retry since is forgotten.
+ * far as we know; an old streak with no retry since is forgotten.  Each
+ * writer is judged on its own: one committing does not hide another stuck.
  */
-bool
-buffer_db_stalled(void)
+static bool
+writer_stalled(TimestampTz started, TimestampTz failing, TimestampTz last,
+			   TimestampTz now)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz started,
-				failing,
-				last;
-
-	if (buf == NULL)
-		return false;
-	SpinLockAcquire(&buf->mutex);
-	started = buf->attempt_started;
-	failing = buf->failing_since;
-	last = buf->last_failure;
-	SpinLockRelease(&buf->mutex);
-
 	if (started != 0 && TimestampDifferenceExceeds(started, now, BUFFER_STALL_MS))
 		return true;
 	if (failing != 0 && started != 0)
@@ -722,6 +712,27 @@ buffer_db_stalled(void)
 		!TimestampDifferenceExceeds(Max(last, started), now, BUFFER_FAILURE_MEMORY_MS))
 		return true;
 	return false;
+}
+
+bool
+buffer_db_stalled(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		stalled = false;
+
+	if (buf == NULL)
+		return false;
+	SpinLockAcquire(&buf->mutex);
+	for (int i = 0; i < BUFFER_MAX_WRITERS && !stalled; i++)
+	{
+		WriterSlot *w = &buf->writers[i];
+
+		if (w->pid != 0)
+			stalled = writer_stalled(w->attempt_started, w->failing_since,
+									 w->last_failure, now);
+	}
+	SpinLockRelease(&buf->mutex);
+	return stalled;
 }
 
 void
@@ -752,7 +763,7 @@ buffer_flusher_detach(void)
 		MY_WRITER->latch = NULL;
 		MY_WRITER->pid = 0;
 		MY_WRITER->open_run = 0;
-		buf->attempt_started = 0;
+		MY_WRITER->attempt_started = 0;
 	}
 	SpinLockRelease(&buf->mutex);
 	ConditionVariableBroadcast(&q->order_cv);
@@ -855,24 +866,26 @@ buffer_take(Size max_bytes, int64 max_events, int max_entries,
 /*
  * Before committing: wait until every run of our queue taken before ours is
  * settled (committed or failed), so commits become visible in take order.
- * Not when the writer of an earlier run waits for a lock (it may wait for a
- * row we inserted: waiting for it would be a deadlock no one detects), nor
- * past BUFFER_ORDER_WAIT_MS.  A no-op with one writer per queue.
+ * When the writer of an earlier run waits for a lock that we hold (a row we
+ * inserted: a new series, an intent's key), waiting for it would be a
+ * deadlock no one detects: returns false, and the caller rolls back and
+ * writes its batch again, behind it.  Gives up waiting (true) past
+ * BUFFER_ORDER_WAIT_MS.  Returns at once with one writer per queue.
  */
-void
-buffer_order_wait(void)
+bool
+buffer_order_wait(buffer_blocks_cb blocks_writer)
 {
 	BufferQueue *q = MY_QUEUE;
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   BUFFER_ORDER_WAIT_MS);
 	bool		sleeping = false;
+	bool		ours = true;
 
 	for (;;)
 	{
 		pid_t		before = 0;
 		uint64		mine;
 		PGPROC	   *proc;
-		bool		blocked = false;
 
 		SpinLockAcquire(&buf->mutex);
 		mine = MY_WRITER->open_run;
@@ -891,11 +904,14 @@ buffer_order_wait(void)
 		if (before == 0 || GetCurrentTimestamp() >= deadline)
 			break;
 		proc = BackendPidGetProc(before);
-		if (proc != NULL &&
-			(proc->wait_event_info & 0xFF000000) == PG_WAIT_LOCK)
-			blocked = true;
-		if (proc == NULL || blocked)
+		if (proc == NULL)
 			break;
+		if ((proc->wait_event_info & 0xFF000000) == PG_WAIT_LOCK &&
+			blocks_writer(before))
+		{
+			ours = false;
+			break;
+		}
 		if (!sleeping)
 		{
 			ConditionVariablePrepareToSleep(&q->order_cv);
@@ -905,6 +921,7 @@ buffer_order_wait(void)
 	}
 	if (sleeping)
 		ConditionVariableCancelSleep();
+	return ours;
 }
 
 /* Our attempt is over (committed or not): later runs may commit. */

@@ -94,6 +94,8 @@ typedef struct BufferEntry
 	 MAXALIGN(sizeof(IntentOutcome) * (e)->nintents))
 
 typedef void (*buffer_take_cb) (BufferEntry *entry, uint64 off, void *arg);
+/* Does this process hold a lock the writer `pid` waits for? */
+typedef bool (*buffer_blocks_cb) (pid_t pid);
 
 extern bool buffer_available(void);
 extern int	buffer_flusher_attach(int slot, BufferQueueId queue, bool accepting,
@@ -104,7 +106,7 @@ extern void buffer_begin_shutdown(void);
 extern bool buffer_has_reserved(void);
 extern int	buffer_take(Size max_bytes, int64 max_events, int max_entries,
 						buffer_take_cb take, void *arg);
-extern void buffer_order_wait(void);
+extern bool buffer_order_wait(buffer_blocks_cb blocks_writer);
 extern void buffer_order_settle(void);
 extern bool buffer_claim_tickets(BufferEntry **entries, int n);
 extern void buffer_unclaim_tickets(BufferEntry **entries, int n);

@@ -35,6 +35,9 @@
 #include "storage/latch.h"
 #include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -257,6 +260,24 @@ observe_duration(TimestampTz start)
 	stats_add(STAT_FLUSH_DURATION_SUM_US, us);
 }
 
+/* buffer_order_wait: does the writer `pid` wait for a lock of ours? */
+static bool
+blocks_writer(pid_t pid)
+{
+	ArrayType  *blockers;
+	Datum	   *pids;
+	int			n;
+	bool		found = false;
+
+	blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+													  Int32GetDatum(pid)));
+	deconstruct_array(blockers, INT4OID, sizeof(int32), true, TYPALIGN_INT,
+					  &pids, NULL, &n);
+	for (int i = 0; i < n && !found; i++)
+		found = DatumGetInt32(pids[i]) == MyProcPid;
+	return found;
+}
+
 /*
  * One transaction writing the included entries.  Returns the outcome; on
  * success the entries are finished and their tickets posted.
@@ -344,11 +365,19 @@ attempt_flush(int64 *rows_out, bool quiet)
 				else
 					claimed = true;
 			}
+			/* Runs taken before ours become visible first. */
+			if (!retry && !buffer_order_wait(blocks_writer))
+			{
+				/* An earlier run waits for our rows: step back, behind it. */
+				if (claimed)
+					buffer_unclaim_tickets(entries, n);
+				claimed = false;
+				retry = true;
+				AbortCurrentTransaction();
+			}
 			if (!retry)
 			{
 				PopActiveSnapshot();
-				/* Runs taken before ours become visible first. */
-				buffer_order_wait();
 				CommitTransactionCommand();
 				committed = true;
 				buffer_flusher_note(FLUSH_NOTE_WRITABLE);
@@ -509,7 +538,7 @@ drop_expired_telemetry(TimestampTz now, int window_ms)
  * wait), at most every FLUSH_BACKOFF_MIN_MS.
  */
 static AttemptResult
-flush_cycle(bool draining)
+flush_cycle_runs(bool draining)
 {
 	AttemptResult res;
 	int64		rows = 0;
@@ -590,11 +619,22 @@ flush_cycle(bool draining)
 		consecutive_failures = 0;
 	}
 	compact_batch();
-	/* What is left is retried out of turn: later runs need not wait. */
-	buffer_order_settle();
 	publish_progress(rows);
 	MemoryContextReset(flush_cxt);
 	MemoryContextSwitchTo(TopMemoryContext);
+	return res;
+}
+
+/*
+ * A cycle, then its runs are settled whatever came of them: what is left is
+ * retried out of turn, later runs need not wait for it.
+ */
+static AttemptResult
+flush_cycle(bool draining)
+{
+	AttemptResult res = flush_cycle_runs(draining);
+
+	buffer_order_settle();
 	return res;
 }
 
