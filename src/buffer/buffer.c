@@ -100,6 +100,7 @@ typedef struct WriterSlot
 	BufferQueueId queue;
 	uint64		oldest_unfinished;	/* seq of its oldest undecided entry */
 	uint64		open_run;		/* run taken and not committed yet; 0 = none */
+	TimestampTz run_taken_at;	/* when open_run was taken */
 	/* Is the database taking its writes?  Read by /readyz. */
 	TimestampTz attempt_started;	/* a flush attempt is running since; 0 = none */
 	TimestampTz failing_since;	/* first failed attempt since the last commit */
@@ -212,6 +213,18 @@ queue_served(BufferQueueId qid)
 		if (buf->writers[i].attached && buf->writers[i].queue == qid)
 			return true;
 	return false;
+}
+
+/* Writers attached to the queue.  Caller holds the mutex. */
+static int
+queue_writers(BufferQueueId qid)
+{
+	int			n = 0;
+
+	for (int i = 0; i < BUFFER_MAX_WRITERS; i++)
+		if (buf->writers[i].attached && buf->writers[i].queue == qid)
+			n++;
+	return n;
 }
 
 static bool
@@ -801,6 +814,8 @@ buffer_has_reserved(void)
 	return found;
 }
 
+static bool run_expired(const WriterSlot *w, TimestampTz now);
+
 /*
  * Take ready entries of our queue from the shared cursor on: at most
  * max_entries, max_bytes of rows and about max_events events (but at least
@@ -819,10 +834,19 @@ buffer_take(Size max_bytes, int64 max_events, int max_entries,
 	int			n = 0;
 	Size		bytes = 0;
 	int64		events = 0;
+	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&buf->mutex);
 	if (q->take < q->head)
 		q->take = q->head;		/* the empty ring was restarted (buffer_put) */
+	/*
+	 * A writer still holding an unsettled run (its batch failed and is
+	 * retried) takes nothing more while other writers serve the queue: what
+	 * it took now would commit with that earlier run, ahead of theirs.
+	 */
+	if (MY_WRITER->open_run != 0 && !run_expired(MY_WRITER, now) &&
+		queue_writers(MY_WRITER->queue) > 1)
+		max_entries = 0;
 	while (n < max_entries && skip_to_entry(q, &q->take, q->reserve))
 	{
 		BufferEntry *e = ENTRY_AT(q, q->take);
@@ -837,8 +861,12 @@ buffer_take(Size max_bytes, int64 max_events, int max_entries,
 		if (n == 0)
 		{
 			first = q->take;
-			if (MY_WRITER->open_run == 0)
+			/* A run kept past its wait (a failing batch) is not waited for. */
+			if (MY_WRITER->open_run == 0 || run_expired(MY_WRITER, now))
+			{
 				MY_WRITER->open_run = ++q->runs_taken;
+				MY_WRITER->run_taken_at = now;
+			}
 			if (MY_WRITER->oldest_unfinished == PG_UINT64_MAX)
 				MY_WRITER->oldest_unfinished = e->seq;
 		}
@@ -863,21 +891,27 @@ buffer_take(Size max_bytes, int64 max_events, int max_entries,
 	return n;
 }
 
+/* Later runs stop waiting for a run this old: its batch keeps failing. */
+static bool
+run_expired(const WriterSlot *w, TimestampTz now)
+{
+	return TimestampDifferenceExceeds(w->run_taken_at, now, BUFFER_ORDER_WAIT_MS);
+}
+
 /*
  * Before committing: wait until every run of our queue taken before ours is
- * settled (committed or failed), so commits become visible in take order.
- * When the writer of an earlier run waits for a lock that we hold (a row we
+ * settled, so commits become visible in take order.  A run is settled once
+ * all of it is committed or given up; one whose batch keeps failing is not
+ * waited for past BUFFER_ORDER_WAIT_MS after it was taken.  When the writer of an earlier run waits for a lock that we hold (a row we
  * inserted: a new series, an intent's key), waiting for it would be a
  * deadlock no one detects: returns false, and the caller rolls back and
- * writes its batch again, behind it.  Gives up waiting (true) past
- * BUFFER_ORDER_WAIT_MS.  Returns at once with one writer per queue.
+ * writes its batch again, behind it.  Returns at once with one writer per
+ * queue.
  */
 bool
 buffer_order_wait(buffer_blocks_cb blocks_writer)
 {
 	BufferQueue *q = MY_QUEUE;
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   BUFFER_ORDER_WAIT_MS);
 	bool		sleeping = false;
 	bool		ours = true;
 
@@ -886,6 +920,7 @@ buffer_order_wait(buffer_blocks_cb blocks_writer)
 		pid_t		before = 0;
 		uint64		mine;
 		PGPROC	   *proc;
+		TimestampTz now = GetCurrentTimestamp();
 
 		SpinLockAcquire(&buf->mutex);
 		mine = MY_WRITER->open_run;
@@ -894,14 +929,14 @@ buffer_order_wait(buffer_blocks_cb blocks_writer)
 			WriterSlot *w = &buf->writers[i];
 
 			if (i != my_slot && w->queue == MY_WRITER->queue && w->attached &&
-				w->open_run != 0 && w->open_run < mine)
+				w->open_run != 0 && w->open_run < mine && !run_expired(w, now))
 			{
 				before = w->pid;
 				break;
 			}
 		}
 		SpinLockRelease(&buf->mutex);
-		if (before == 0 || GetCurrentTimestamp() >= deadline)
+		if (before == 0)
 			break;
 		proc = BackendPidGetProc(before);
 		if (proc == NULL)
@@ -924,7 +959,7 @@ buffer_order_wait(buffer_blocks_cb blocks_writer)
 	return ours;
 }
 
-/* Our attempt is over (committed or not): later runs may commit. */
+/* Our run is committed or given up: later runs may commit. */
 void
 buffer_order_settle(void)
 {

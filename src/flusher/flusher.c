@@ -626,15 +626,18 @@ flush_cycle_runs(bool draining)
 }
 
 /*
- * A cycle, then its runs are settled whatever came of them: what is left is
- * retried out of turn, later runs need not wait for it.
+ * A cycle; once nothing of the batch is left its run is settled and later
+ * runs may commit.  A batch that failed keeps its run: later runs wait for
+ * its retry (within BUFFER_ORDER_WAIT_MS), so a passing failure does not
+ * reorder what readers see.
  */
 static AttemptResult
 flush_cycle(bool draining)
 {
 	AttemptResult res = flush_cycle_runs(draining);
 
-	buffer_order_settle();
+	if (nbatch == 0)
+		buffer_order_settle();
 	return res;
 }
 

@@ -25,6 +25,7 @@ machpay.flush_workers = 3
 machpay.batch_size = 5
 machpay.flush_interval = '20ms'
 machpay.buffer_size = '1MB'
+restart_after_crash = on
 EOC
 my $port = $node->{machpay_http_port};
 ok(wait_ready($port), 'ingest server ready');
