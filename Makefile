@@ -42,7 +42,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/*.sql))
 
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
-.PHONY: deps run stop test check-all check-layout check-regress prove-tap fuzz fuzz-replay bench
+.PHONY: deps run stop test check-all check-layout check-regress prove-tap fuzz fuzz-replay bench soak
 
 deps:
 	bash scripts/deps.sh
@@ -83,6 +83,12 @@ fuzz-replay:
 
 bench:
 	bash bench/run.sh
+
+# Not part of make test: SOAK_MINUTES (default 30) of mixed load with
+# kill -9 of a worker every 5 minutes, then the books (bench/soak.sh; like
+# the benchmarks it uses the machpay_receiver installed under PG_BINDIR).
+soak:
+	bash bench/soak.sh $(SOAK_MINUTES)
 
 # The SSE console page is embedded into the library (src/sse/sse_console.c).
 src/sse/sse_console.o: console/index.html

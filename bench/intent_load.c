@@ -9,8 +9,8 @@
  *		the request was due, not from when it was sent (no coordinated
  *		omission).  One line per answer in LOG, like h2load's --log-file:
  *		due time (us since epoch), HTTP status, microseconds from due to the
- *		end of the answer; then microseconds it waited for a connection and
- *		the request's nonce (the answer's intent id with INTENT_IDS=1).
+ *		end of the answer; then the request's nonce, the microseconds it
+ *		waited for a connection (and the answer's intent id with INTENT_IDS=1).
  *
  *		With BODY_FILE set in the environment it posts that file instead
  *		(telemetry latency without h2load's --rps timer).
@@ -39,7 +39,7 @@ typedef struct Conn
 	int			busy;
 	long long	due_us;			/* when its request was due */
 	long long	sent_us;
-	unsigned long long nonce;
+	unsigned long long nonce;	/* of the request in flight */
 	char		buf[8192];
 	size_t		len;
 } Conn;
@@ -93,7 +93,7 @@ answer_length(const char *buf, size_t len)
 	return head <= len ? head : 0;
 }
 
-/* One log line: due time, status, latency from due, wait for a connection, nonce [, id]. */
+/* One log line: due time, status, latency from due, nonce, wait for a connection [, id]. */
 static void
 log_answer(FILE *log, const Conn *c, int status)
 {
@@ -101,8 +101,8 @@ log_answer(FILE *log, const Conn *c, int status)
 
 	if (status == 200 && getenv("INTENT_IDS"))
 		id = strstr(c->buf, "\"id\":\"");
-	fprintf(log, "%lld\t%d\t%lld\t%lld\t%llu", c->due_us, status,
-			now_us() - c->due_us, c->sent_us - c->due_us, c->nonce);
+	fprintf(log, "%lld\t%d\t%lld\t%llu\t%lld", c->due_us, status,
+			now_us() - c->due_us, c->nonce, c->sent_us - c->due_us);
 	if (id)
 		fprintf(log, "\t%.36s", id + 6);
 	fputc('\n', log);

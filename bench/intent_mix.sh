@@ -77,7 +77,7 @@ flush_all
 
 # Every intent answered 200: stored once, with the id it was answered with.
 cat "$out"/mix_alone.log "$out"/mix_knee.log "$out"/mix_flood.log |
-  awk -F'\t' '$2 == 200 { print $5 "\t" $6 }' > "$out/mix_answered.tsv"
+  awk -F'\t' '$2 == 200 { print $4 "\t" $6 }' > "$out/mix_answered.tsv"
 chmod a+r "$out/mix_answered.tsv"
 bench_psql -tA -c "CREATE TEMP TABLE answered (nonce numeric, id uuid)" \
   -c "\\copy answered FROM '$out/mix_answered.tsv'" \

@@ -696,9 +696,11 @@ buffer_flusher_note(BufferFlushNote note)
 			w->attempt_started = 0;
 			break;
 		case FLUSH_NOTE_FAILED:
-			w->attempt_started = 0;
+			/* failing since the failed attempt began (a lock wait, say) */
 			if (w->failing_since == 0)
-				w->failing_since = now;
+				w->failing_since = w->attempt_started != 0 ?
+					w->attempt_started : now;
+			w->attempt_started = 0;
 			w->last_failure = now;
 			break;
 	}

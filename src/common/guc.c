@@ -43,6 +43,7 @@ int			machpay_max_events_per_request = 10000;
 int			machpay_max_rows_per_request = 100000;
 int			machpay_max_rejects_per_request = 1000;
 int			machpay_max_rows_per_body_byte = 32;
+int			machpay_flush_lock_timeout_ms = 2000;
 
 /*
  * Telemetry writers that fit the machine: half its cores (the ingest
@@ -133,6 +134,11 @@ define_reloadable_gucs(void)
 							gettext_noop("Most rows (dead letters included) per byte of a request body as sent, before decompression; more is answered 413 (0 = no limit)."),
 							NULL, &machpay_max_rows_per_body_byte, 32, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.flush_lock_timeout",
+							gettext_noop("How long a flush waits for a table lock before it fails and is retried (0 = no limit)."),
+							gettext_noop("A table locked by another session then delays only the rows bound for it: intents are committed on their own meanwhile."),
+							&machpay_flush_lock_timeout_ms, 2000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomBoolVariable("machpay.auth",
 							 gettext_noop("Require ingest keys on ingest and console keys on the SSE stream."),
 							 NULL, &machpay_auth, true,

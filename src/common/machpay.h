@@ -33,6 +33,7 @@ extern int	machpay_max_events_per_request; /* caps per request; 0 = none */
 extern int	machpay_max_rows_per_request;
 extern int	machpay_max_rejects_per_request;
 extern int	machpay_max_rows_per_body_byte;
+extern int	machpay_flush_lock_timeout_ms;	/* 0 = wait for locks forever */
 extern bool machpay_auth;
 extern int	machpay_max_clock_skew_s;
 extern int	machpay_rollup_interval_s;	/* 0 = job disabled */
