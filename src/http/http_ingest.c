@@ -6,8 +6,8 @@
  * Order: ready -> no smuggling -> key -> body present and small enough ->
  * type and encoding -> room in the buffer (429 decided from the declared
  * length, before any parsing, so overload costs little; when only the
- * intents' region has room, a body without an intent is refused unparsed) -> inflate ->
- * map (no database I/O) -> buffer.  A request whose events include payment
+ * intents' region has room, a body without an intent is refused unparsed)
+ * -> inflate -> map (no database I/O) -> buffer.  A request whose events include payment
  * intents becomes *pending*: it holds a buffer ticket and is answered from
  * the loop once the flusher committed the intents (200) or gave up (503).
  *-------------------------------------------------------------------------

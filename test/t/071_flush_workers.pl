@@ -1,11 +1,11 @@
-# Several telemetry writers (machpay.flush_workers, issue 10): they start
-# within max_worker_processes; batches taken by different writers commit in
-# the order they were taken, so a reader polling the tables while requests
-# arrive one after another always sees a prefix of them, never a later
-# request's rows without an earlier one's; every row of every request lands
-# once; after kill -9 of a writer all come back; a payment intent claimed by several writers (and machpay.ingest()
-# sessions) at once is stored once, and every request that carried it gets
-# the same id, exactly one of them as new.  flush() waits for every writer.
+# Several telemetry writers (machpay.flush_workers, issue 10): batches
+# taken by different writers commit in the order they were taken, so a
+# reader polling the tables while requests arrive one after another always
+# sees a prefix of them, never a later request's rows without an earlier
+# one's; every row of every request lands once; a payment intent claimed by
+# several writers (and machpay.ingest() sessions) at once is stored once,
+# and every request that carried it gets the same id, exactly one of them as
+# new; after kill -9 of a writer all come back and telemetry lands.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
