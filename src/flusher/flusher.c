@@ -117,6 +117,7 @@ static TimestampTz last_flush = 0;
 static TimestampTz last_attempt = 0;
 static bool timer_due = false;	/* flush_interval passed: flush all that is ready */
 static Size held_bytes = 0;		/* rows of held entries */
+static bool commit_durably = false; /* flush() waits or we drain: no async commit */
 static char last_error[256];	/* message of the latest failed attempt */
 
 PGDLLEXPORT void flusher_main(Datum main_arg);
@@ -322,6 +323,23 @@ observe_duration(TimestampTz start)
 	stats_add(STAT_FLUSH_DURATION_SUM_US, us);
 }
 
+/*
+ * A telemetry-only transaction nobody waits for commits without waiting for
+ * its WAL flush (synchronous_commit off, for this transaction only).  Its
+ * 202s promised no durability, and a commit that waits for the flush of a
+ * whole batch's WAL would hold the NOTIFY queue's lock all that time, which
+ * payment intents committing beside it (they NOTIFY too) would wait for.
+ * Intents, flush() and the drain on shutdown commit with the server's
+ * setting.
+ */
+static void
+commit_telemetry_lazily(bool lazily)
+{
+	if (lazily)
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+}
+
 /* buffer_order_wait: does the writer `pid` wait for a lock of ours? */
 static bool
 blocks_writer(pid_t pid)
@@ -410,6 +428,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 		{
 			SetCurrentStatementStartTimestamp();
 			StartTransactionCommand();
+			commit_telemetry_lazily(nintents == 0 && !commit_durably);
 			PushActiveSnapshot(GetTransactionSnapshot());
 			/* The writer's results must outlive the commit. */
 			MemoryContextSwitchTo(flush_cxt);
@@ -927,6 +946,8 @@ flush_cycle_runs(bool draining, bool urgent)
 	int			window_ms = draining ? FLUSH_SHUTDOWN_WINDOW_MS :
 		machpay_flush_retry_window_s * 1000;
 	TimestampTz now;
+
+	commit_durably = urgent || draining;
 
 	/*
 	 * About batch_size events per transaction: bigger batches gain little
