@@ -13,8 +13,8 @@
 #   - telemetry events: 202'd, stored, counted as dropped (events_dropped,
 #     summed over the restarts), and the rest (lost in the crash restarts);
 #   - job runs by job and status, SSE clients connected and events received;
-#   - per worker process: RssAnon first (after its first minute) / last /
-#     max and whether it stayed flat (last within 5% or 2 MB of first).
+#   - per worker process: RssAnon first (after its first minute) / mid / last /
+#     max and whether it stayed flat (last within 5% or 2 MB of mid-life).
 # Usage: bench/soak.sh [MINUTES=30]   (make soak; SOAK_MINUTES=3 make soak)
 #   env: KNEE (events/s, default 21112, bench/README.md), INTENT_RATE (500),
 #   SSE_CLIENTS (200), KILL_EVERY (300), SEGMENT (60), INTERVAL (10),
@@ -48,7 +48,7 @@ workers() {
   local pm pid title
   pm=$(postmaster_pid)
   for pid in $(ps --ppid "$pm" -o pid=); do
-    title=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
+    title=$(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline") || continue
     case "$title" in
       *"machpay ingest"*) echo "$pid ingest" ;;
       *"machpay flusher"*) echo "$pid flusher" ;;
@@ -150,13 +150,17 @@ echo "# SSE segments (clients connected / events received):"
 for f in "$out"/soak_sse_*.txt; do
   printf '#   %s: %s\n' "$(basename "$f" .txt)" "$(grep -v '^events' "$f" | tr '\n' ' ')"
 done
-echo "# RSS per worker process (kB): class pid  samples  RssAnon first/last/max  VmRSS first/last/max  flat"
-awk '{ k = $2 " " $3; n[k]++; t0[k] = (k in t0) ? t0[k] : $1
+echo "# RSS per worker process (kB): class pid  samples  RssAnon first/mid/last/max  VmRSS first/last/max  flat"
+echo "#   (first: after a minute of its life; mid: at half its life; flat: RssAnon last within 5% or 2 MB of"
+echo "#   mid, so a warm-up that levels off (caches, the SSE replay window) is flat and a leak is not)"
+awk '{ k = $2 " " $3; n[k]++; if (!(k in t0)) { t0[k] = $1; f1[k] = $5; fv1[k] = $4 }; a[k, n[k]] = $5
        if ($1 - t0[k] >= 60 && !(k in f)) { f[k] = $5; fv[k] = $4 }
        l[k] = $5; lv[k] = $4; if ($5 > m[k]) m[k] = $5; if ($4 > mv[k]) mv[k] = $4 }
      END { for (k in n) {
-       if (!(k in f)) { printf "#   %-22s %3d  (lived < 1 min)\n", k, n[k]; continue }
-       d = l[k] - f[k]; if (d < 0) d = -d
-       flat = (d <= 2048 || d <= f[k] * 0.05) ? "flat" : "NOT flat"
-       printf "#   %-22s %3d  %7d/%7d/%7d  %7d/%7d/%7d  %s\n", k, n[k], f[k], l[k], m[k], fv[k], lv[k], mv[k], flat } }' \
+       if (n[k] < 4) { printf "#   %-22s %3d  (lived < 40 s)\n", k, n[k]; continue }
+       mid = a[k, int((n[k] + 1) / 2)]
+       d = l[k] - mid; if (d < 0) d = -d
+       flat = (d <= 2048 || d <= mid * 0.05) ? "flat" : "NOT flat"
+       if (!(k in f)) { f[k] = f1[k]; fv[k] = fv1[k] }
+       printf "#   %-22s %3d  %7d/%7d/%7d/%7d  %7d/%7d/%7d  %s\n", k, n[k], f[k], mid, l[k], m[k], fv[k], lv[k], mv[k], flat } }' \
   "$out/soak_rss.samples" | sort
