@@ -43,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 pcts() {  # LOG -> "ok p50 p99 p99.9 max statuses" (latency from due, ms)
-  awk '$2 == 200 { print $4 }' "$1" | sort -n | awk '{ v[NR] = $1 } END {
+  awk '$2 == 200 { print $3 }' "$1" | sort -n | awk '{ v[NR] = $1 } END {
     if (NR == 0) { printf "0 - - - -"; exit }
     split("0.5 0.99 0.999", q, " "); printf "%d", NR
     for (j = 1; j <= 3; j++) { i = int(NR * q[j]); if (i < 1) i = 1; printf " %.2f", v[i] / 1000 }

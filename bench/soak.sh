@@ -127,7 +127,7 @@ tel_other=$(cat "$out"/soak_tel_*.log | awk '$2 != 202 && $2 != 429 { n++ } END 
 stored_rows=$(points)
 stored_ev=$(( stored_rows / rows_per_event ))
 
-cat "$out"/soak_int_*.log | awk '$2 == 200 { print $5 }' > "$out/soak_ok_nonces"
+cat "$out"/soak_int_*.log | awk '$2 == 200 { print $4 }' > "$out/soak_ok_nonces"
 int_ok=$(wc -l < "$out/soak_ok_nonces")
 int_other=$(cat "$out"/soak_int_*.log | awk '$2 != 200 { s[$2]++ } END { for (k in s) printf "%s:%d ", k, s[k] }')
 chmod a+r "$out/soak_ok_nonces"

@@ -15,6 +15,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "access/htup_details.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -72,6 +73,9 @@ machpay_flush(PG_FUNCTION_ARGS)
 	if (!buffer_wait_flushed(target, &after))
 		ereport(WARNING,
 				(errmsg("machpay flusher stopped before the buffer was flushed")));
+	/* Telemetry may have committed asynchronously: make it durable too. */
+	if (!RecoveryInProgress())
+		XLogFlush(GetXLogInsertRecPtr());
 	PG_RETURN_INT64((int64) (after - before));
 }
 

@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include <limits.h>
+#include <unistd.h>
 
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -22,6 +23,7 @@ char	   *machpay_listen_addresses = NULL;
 int			machpay_port = 8080;
 int			machpay_sse_port = 8081;
 int			machpay_http_workers = 1;
+int			machpay_flush_workers = 1;
 int			machpay_buffer_size_kb = 64 * 1024;
 int			machpay_batch_size = 1000;
 int			machpay_flush_interval_ms = 1000;
@@ -44,6 +46,18 @@ int			machpay_max_rows_per_request = 100000;
 int			machpay_max_rejects_per_request = 1000;
 int			machpay_max_rows_per_body_byte = 32;
 int			machpay_flush_lock_timeout_ms = 2000;
+
+/*
+ * Telemetry writers that fit the machine: half its cores (the ingest
+ * workers and the clients need the rest), at least one.
+ */
+static int
+default_flush_workers(void)
+{
+	long		cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return (int) Max(1, Min(cores / 2, 16));
+}
 
 static void
 define_postmaster_gucs(void)
@@ -71,6 +85,11 @@ define_postmaster_gucs(void)
 	DefineCustomIntVariable("machpay.http_workers",
 							gettext_noop("Number of ingest HTTP workers sharing the port (SO_REUSEPORT)."),
 							NULL, &machpay_http_workers, 1, 1, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.flush_workers",
+							gettext_noop("Number of writer processes flushing telemetry in parallel (payment intents have a writer of their own)."),
+							gettext_noop("The default is half the machine's cores, at least 1."),
+							&machpay_flush_workers, default_flush_workers(), 1, 64,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.buffer_size",
 							gettext_noop("Size of the shared-memory buffer of validated rows."),

@@ -26,6 +26,8 @@ extern char *machpay_listen_addresses;
 extern int	machpay_port;
 extern int	machpay_sse_port;
 extern int	machpay_http_workers;
+extern int	machpay_flush_workers;	/* telemetry writers */
+extern int	machpay_writers_registered; /* flush processes started, intents writer included */
 extern int	machpay_buffer_size_kb;
 extern int	machpay_batch_size;
 extern int	machpay_flush_interval_ms;
@@ -61,7 +63,7 @@ extern Size buffer_shmem_size(void);
 extern void buffer_shmem_init(void);
 
 /* Background workers register themselves from _PG_init. */
-extern void flusher_register_worker(void);
+extern void flusher_register_workers(int telemetry_writers);
 extern void http_register_workers(void);
 extern void maintenance_register_worker(void);
 extern void sse_register_worker(void);

@@ -8,6 +8,13 @@
  * payment intents wait (group commit: they never wait for the timer) or
  * machpay.flush() asks.
  *
+ * The flusher is several *writers*, one process each: the intents writer
+ * drains the intents queue (requests with payment intents, committed as
+ * soon as they arrive, several requests per transaction when they arrive
+ * together: group commit), and machpay.flush_workers telemetry writers take
+ * disjoint runs of the telemetry queue, write them in parallel and commit
+ * them in the order they were taken (buffer_order_wait).
+ *
  * Failures are of two kinds.  When the tables refuse some rows (a *data*
  * error: a constraint, a trigger, a value an input function rejects) the
  * batch is split at once, intents first, until the entry at fault is
@@ -36,6 +43,9 @@
 #include "storage/pmsignal.h"
 #include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -48,6 +58,9 @@
 #include "flusher/writer.h"
 
 #define FLUSHER_NAME			"machpay flusher"
+#define INTENT_WRITER_NAME		"machpay intent writer"
+/* Entries one take may add to the batch (room is made before taking). */
+#define FLUSH_TAKE_MAX_ENTRIES	4096
 /* Largest batch, in row bytes: bounds the flusher's memory per flush. */
 #define FLUSH_MAX_BATCH_BYTES	(32 * 1024 * 1024)
 #define FLUSH_BACKOFF_MIN_MS	100
@@ -97,7 +110,7 @@ static BatchEntry *batch = NULL;
 static int	nbatch = 0;
 static int	maxbatch = 0;
 static Size batch_bytes = 0;
-static uint64 take_pos = 0;
+static int	my_slot = -1;		/* writer slot: 0 intents, 1.. telemetry */
 static MemoryContext flush_cxt = NULL;
 static int	consecutive_failures = 0;
 static TimestampTz retry_at = 0;
@@ -105,6 +118,7 @@ static TimestampTz last_flush = 0;
 static TimestampTz last_attempt = 0;
 static bool timer_due = false;	/* flush_interval passed: flush all that is ready */
 static Size held_bytes = 0;		/* rows of held entries */
+static bool commit_durably = false; /* flush() waits or we drain: no async commit */
 static char last_error[256];	/* message of the latest failed attempt */
 
 PGDLLEXPORT void flusher_main(Datum main_arg);
@@ -112,12 +126,23 @@ PGDLLEXPORT void flusher_main(Datum main_arg);
 static bool is_data_error(int sqlerrcode);
 static void hold_telemetry(BatchEntry *b, const IntentOutcome *outcomes);
 
+/*
+ * The intents writer (slot 0) and `n` telemetry writers (slots 1..n).
+ * Never on a standby: they start once the server accepts writes.
+ */
 void
-flusher_register_worker(void)
+flusher_register_workers(int n)
 {
-	/* Never on a standby: it starts once the server accepts writes. */
-	machpay_register_worker("flusher_main", FLUSHER_NAME, FLUSHER_NAME,
-							BgWorkerStart_RecoveryFinished, 1, (Datum) 0);
+	machpay_register_worker("flusher_main", INTENT_WRITER_NAME, INTENT_WRITER_NAME,
+							BgWorkerStart_RecoveryFinished, 1, Int32GetDatum(0));
+	for (int i = 1; i <= n && i < BUFFER_MAX_WRITERS; i++)
+	{
+		char		name[BGW_MAXLEN];
+
+		snprintf(name, sizeof(name), "%s %d", FLUSHER_NAME, i);
+		machpay_register_worker("flusher_main", name, FLUSHER_NAME,
+								BgWorkerStart_RecoveryFinished, 1, Int32GetDatum(i));
+	}
 }
 
 static void
@@ -158,20 +183,34 @@ flusher_on_exit(int code, Datum arg)
 	buffer_flusher_detach();
 }
 
-/* buffer_take callback: append to the batch. */
+/* Room for `more` entries in the batch: take_entry must not fail. */
+static void
+reserve_batch(int more)
+{
+	if (nbatch + more <= maxbatch)
+		return;
+	maxbatch = Max(maxbatch * 2, nbatch + more);
+	batch = batch ? repalloc(batch, sizeof(BatchEntry) * maxbatch) :
+		MemoryContextAlloc(TopMemoryContext, sizeof(BatchEntry) * maxbatch);
+}
+
+/* buffer_take callback: append to the batch (room made by reserve_batch). */
 static void
 take_entry(BufferEntry *entry, uint64 off, void *arg)
 {
-	if (nbatch == maxbatch)
-	{
-		maxbatch = maxbatch ? maxbatch * 2 : 256;
-		batch = batch ? repalloc(batch, sizeof(BatchEntry) * maxbatch) :
-			MemoryContextAlloc(TopMemoryContext, sizeof(BatchEntry) * maxbatch);
-	}
+	Assert(nbatch < maxbatch);
 	memset(&batch[nbatch], 0, sizeof(BatchEntry));
 	batch[nbatch].entry = entry;
 	nbatch++;
 	batch_bytes += entry->rows_len;
+}
+
+/* buffer_flusher_attach callback: leftovers of a crash, not under a lock. */
+static void
+retake_entry(BufferEntry *entry, uint64 off, void *arg)
+{
+	reserve_batch(1);
+	take_entry(entry, off, arg);
 }
 
 static int64
@@ -252,9 +291,12 @@ drop_dead_tickets(bool compact)
 static void
 publish_progress(int64 rows)
 {
-	uint64		next_seq = nbatch > 0 ? batch[0].entry->seq : buffer_seq_at(take_pos);
+	uint64		oldest = PG_UINT64_MAX;
 
-	buffer_advance_head(take_pos, next_seq, rows);
+	for (int i = 0; i < nbatch; i++)
+		if (!batch[i].finished)
+			oldest = Min(oldest, batch[i].entry->seq);
+	buffer_advance_head(oldest, rows);
 }
 
 static void
@@ -280,6 +322,41 @@ observe_duration(TimestampTz start)
 			stats_add(buckets[i].counter, 1);
 	stats_add(STAT_FLUSH_DURATION_LE_INF, 1);
 	stats_add(STAT_FLUSH_DURATION_SUM_US, us);
+}
+
+/*
+ * A telemetry-only transaction nobody waits for commits without waiting for
+ * its WAL flush (synchronous_commit off, for this transaction only).  Its
+ * 202s promised no durability, and a commit that waits for the flush of a
+ * whole batch's WAL would hold the NOTIFY queue's lock all that time, which
+ * payment intents committing beside it (they NOTIFY too) would wait for.
+ * Intents, flush() and the drain on shutdown commit with the server's
+ * setting.
+ */
+static void
+commit_telemetry_lazily(bool lazily)
+{
+	if (lazily)
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/* buffer_order_wait: does the writer `pid` wait for a lock of ours? */
+static bool
+blocks_writer(pid_t pid)
+{
+	ArrayType  *blockers;
+	Datum	   *pids;
+	int			n;
+	bool		found = false;
+
+	blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+													  Int32GetDatum(pid)));
+	deconstruct_array(blockers, INT4OID, sizeof(int32), true, TYPALIGN_INT,
+					  &pids, NULL, &n);
+	for (int i = 0; i < n && !found; i++)
+		found = DatumGetInt32(pids[i]) == MyProcPid;
+	return found;
 }
 
 /*
@@ -352,6 +429,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 		{
 			SetCurrentStatementStartTimestamp();
 			StartTransactionCommand();
+			commit_telemetry_lazily(nintents == 0 && !commit_durably);
 			PushActiveSnapshot(GetTransactionSnapshot());
 			/* The writer's results must outlive the commit. */
 			MemoryContextSwitchTo(flush_cxt);
@@ -380,6 +458,16 @@ attempt_flush(int64 *rows_out, bool quiet)
 				}
 				else
 					claimed = true;
+			}
+			/* Runs taken before ours become visible first. */
+			if (!retry && !buffer_order_wait(blocks_writer))
+			{
+				/* An earlier run waits for our rows: step back, behind it. */
+				if (claimed)
+					buffer_unclaim_tickets(entries, n);
+				claimed = false;
+				retry = true;
+				AbortCurrentTransaction();
 			}
 			if (!retry)
 			{
@@ -859,7 +947,7 @@ retry_due(TimestampTz now, TimestampTz *next)
  * most every FLUSH_BACKOFF_MIN_MS.  urgent: flush() waits.
  */
 static AttemptResult
-flush_cycle(bool draining, bool urgent)
+flush_cycle_runs(bool draining, bool urgent)
 {
 	AttemptResult res = ATTEMPT_NOTHING;
 	int64		rows = 0;
@@ -870,13 +958,19 @@ flush_cycle(bool draining, bool urgent)
 		machpay_flush_retry_window_s * 1000;
 	TimestampTz now;
 
+	commit_durably = urgent || draining;
+
 	/*
 	 * About batch_size events per transaction: bigger batches gain little
 	 * and make intents arriving meanwhile wait longer.
 	 */
 	if (batch_bytes < FLUSH_MAX_BATCH_BYTES)
-		(void) buffer_take(&take_pos, FLUSH_MAX_BATCH_BYTES - batch_bytes,
-						   Max(machpay_batch_size - batch_events(), 1), take_entry, NULL);
+	{
+		reserve_batch(FLUSH_TAKE_MAX_ENTRIES);
+		(void) buffer_take(FLUSH_MAX_BATCH_BYTES - batch_bytes,
+						   Max(machpay_batch_size - batch_events(), 1),
+						   FLUSH_TAKE_MAX_ENTRIES, take_entry, NULL);
+	}
 	drop_dead_tickets(true);
 	if (nbatch == 0)
 	{
@@ -952,6 +1046,27 @@ flush_cycle(bool draining, bool urgent)
 }
 
 /*
+ * A cycle; once nothing of the batch is left but isolated entries, its run
+ * is settled and later runs may commit.  A batch that failed keeps its run: later runs wait for
+ * its retry (within BUFFER_ORDER_WAIT_MS), so a passing failure does not
+ * reorder what readers see.
+ */
+static AttemptResult
+flush_cycle(bool draining, bool urgent)
+{
+	AttemptResult res = flush_cycle_runs(draining, urgent);
+	bool		unsettled = false;
+
+	/* Isolated entries are retried alone, out of turn: nobody waits for them. */
+	for (int i = 0; i < nbatch; i++)
+		if (!batch[i].finished && !batch[i].isolated)
+			unsettled = true;
+	if (!unsettled)
+		buffer_order_settle();
+	return res;
+}
+
+/*
  * SIGTERM: refuse new puts, wait for producers still copying, then flush
  * everything accepted.  A database that keeps failing is retried for a
  * bounded time so that shutdown cannot hang.
@@ -975,7 +1090,7 @@ drain_and_exit(void)
 		res = flush_cycle(true, false);
 		buffer_flusher_status(&ready, &intents, &requested, &pending);
 		if (res != ATTEMPT_FAILED && nbatch == 0 && ready == 0 &&
-			!buffer_has_reserved(take_pos))
+			!buffer_has_reserved())
 			break;
 		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
 									   FLUSH_SHUTDOWN_WINDOW_MS + FLUSH_BACKOFF_MAX_MS))
@@ -998,19 +1113,25 @@ drain_and_exit(void)
 void
 flusher_main(Datum main_arg)
 {
-	machpay_worker_attach(FLUSHER_NAME);
+	const char *role;
+
+	my_slot = DatumGetInt32(main_arg);
+	role = my_slot == 0 ? INTENT_WRITER_NAME : FLUSHER_NAME;
+	machpay_worker_attach(role);
 	before_shmem_exit(flusher_on_exit, (Datum) 0);
 
 	if (!buffer_available())
 		proc_exit(0);
 	report_state(FLUSHER_WAITING, NULL);
-	if (!machpay_worker_wait_for_extension(FLUSHER_NAME))
+	if (!machpay_worker_wait_for_extension(role))
 		proc_exit(0);
 
 	flush_cxt = AllocSetContextCreate(TopMemoryContext, "machpay flush",
 									  ALLOCSET_DEFAULT_SIZES);
 	apply_lock_timeout();
-	take_pos = buffer_flusher_attach(!RecoveryInProgress());
+	/* What this slot took before a crash of this process comes back first. */
+	(void) buffer_flusher_attach(my_slot, my_slot == 0 ? QUEUE_INTENTS : QUEUE_TELEMETRY,
+								 !RecoveryInProgress(), retake_entry, NULL);
 	last_flush = GetCurrentTimestamp();
 	report_state(FLUSHER_IDLE, NULL);
 

@@ -53,7 +53,7 @@
 PGDLLEXPORT void machpay_http_main(Datum main_arg);
 
 /* Workers other than the ingest ones that machpay registers. */
-#define MACHPAY_OTHER_WORKERS	3
+#define MACHPAY_OTHER_WORKERS	(2 + machpay_writers_registered)
 #define HTTP_RESTART_SECS		5
 #define HTTP_LISTEN_BACKLOG		4096
 #define HTTP_MAX_LISTENERS		16

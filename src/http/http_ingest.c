@@ -5,8 +5,9 @@
  *
  * Order: ready -> no smuggling -> key -> body present and small enough ->
  * type and encoding -> room in the buffer (429 decided from the declared
- * length, before any parsing, so overload costs little) -> inflate ->
- * map (no database I/O) -> buffer.  A request whose events include payment
+ * length, before any parsing, so overload costs little; when only the
+ * intents' region has room, a body without an intent is refused unparsed)
+ * -> inflate -> map (no database I/O) -> buffer.  A request whose events include payment
  * intents becomes *pending*: it holds a buffer ticket and is answered from
  * the loop once the flusher committed the intents (200) or gave up (503).
  *-------------------------------------------------------------------------
@@ -35,6 +36,8 @@
 #define PENDING_SCAN_MS			20
 #define RETRY_AFTER_SECS		"1"
 #define INFLATE_CHUNK			(64 * 1024)
+/* A body without this text carries no payment intent. */
+#define INTENT_SOURCE_TEXT		"payment_intent"
 
 typedef struct PendingRequest PendingRequest;
 
@@ -410,6 +413,7 @@ http_ingest_request(h2o_req_t *req)
 	MapResult	result;
 	BufferTicket ticket;
 	BufferPutStatus put;
+	BufferRoom	room;
 	StringInfoData out;
 	char		peer[INET6_ADDRSTRLEN];
 
@@ -523,8 +527,17 @@ http_ingest_request(h2o_req_t *req)
 		return;
 	}
 
-	/* Overload: refuse before spending anything on the body. */
-	if (!buffer_has_room(req->entity.len))
+	/*
+	 * Overload: refuse before spending anything on the body.  When only the
+	 * payment intents' region has room (telemetry filled its own), a body
+	 * that cannot hold an intent is refused unparsed; one that may is
+	 * parsed, and refused only if it holds telemetry alone.
+	 */
+	room = buffer_room(req->entity.len);
+	if (room == BUFFER_ROOM_NONE ||
+		(room == BUFFER_ROOM_INTENTS_ONLY && !gzip &&
+		 memmem(req->entity.base, req->entity.len,
+				INTENT_SOURCE_TEXT, strlen(INTENT_SOURCE_TEXT)) == NULL))
 	{
 		send_429(req);
 		return;

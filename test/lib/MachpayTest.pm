@@ -96,6 +96,9 @@ machpay.database = 'postgres'
 machpay.port = $http_port
 machpay.sse_port = $sse_port
 log_min_messages = info
+# One telemetry writer whatever the machine's cores (tests that count or
+# block "the flusher" rely on it); a test that wants more says so.
+machpay.flush_workers = 1
 EOC
 	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
 	$node->start;
