@@ -3,7 +3,8 @@
 # key, gateway bodies of N events, h2load runs, CPU accounting per process
 # class from /proc/<pid>/stat, and per-status latency figures from h2load's
 # request log.
-# Words: "class" = ingest (the ingest workers), flusher, pg_other (every other
+# Words: "class" = ingest (the ingest workers), flusher (its writers: telemetry
+# and intents), pg_other (every other
 # postmaster child: walwriter, checkpointer, psql backends, ...), client
 # (h2load / intent_load).
 # Settings (environment): WORKERS (machpay.http_workers, default 1),
@@ -63,7 +64,7 @@ pg_procs() {
     title=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || continue
     case "$title" in
       *"machpay ingest worker"*) echo "$pid ingest" ;;
-      *"machpay flusher"*) echo "$pid flusher" ;;
+      *"machpay flusher"*|*"machpay intent writer"*) echo "$pid flusher" ;;
       *) echo "$pid pg_other" ;;
     esac
   done

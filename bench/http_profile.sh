@@ -22,7 +22,7 @@ log="$out/profile.log"
 h2load_start "$proto" "$n" "$((secs + WARMUP + 2))" 32 "$rps" "$log"
 sleep "$WARMUP"
 ingest=$(pg_procs | awk '$2 == "ingest" { print $1 }' | paste -sd,)
-flusher=$(pg_procs | awk '$2 == "flusher" { print $1 }')
+flusher=$(pg_procs | awk '$2 == "flusher" { print $1 }' | paste -sd,)
 perf record -q -g -o "$out/perf.ingest" -p "$ingest" -- sleep "$secs" 2>/dev/null &
 p1=$!
 perf record -q -g -o "$out/perf.flusher" -p "$flusher" -- sleep "$secs" 2>/dev/null &

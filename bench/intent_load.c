@@ -4,9 +4,13 @@
  *		SECONDS over CONNS keep-alive HTTP/1.1 connections, each request one
  *		payment_intent with its own nonce (h2load repeats one body, so every
  *		intent after the first would be a duplicate).  Request k is due at
- *		start + k / RATE and goes out on the first idle connection; one line
- *		per answer in LOG, like h2load's --log-file: start time (us since
- *		epoch), HTTP status, microseconds until the end of the answer.
+ *		start + k / RATE and goes out on the first idle connection; when none
+ *		is idle it waits, and that wait counts: latency is measured from when
+ *		the request was due, not from when it was sent (no coordinated
+ *		omission).  One line per answer in LOG, like h2load's --log-file:
+ *		due time (us since epoch), HTTP status, microseconds from due to the
+ *		end of the answer; then the request's nonce, the microseconds it
+ *		waited for a connection (and the answer's intent id with INTENT_IDS=1).
  *
  *		With BODY_FILE set in the environment it posts that file instead
  *		(telemetry latency without h2load's --rps timer).
@@ -33,7 +37,9 @@ typedef struct Conn
 {
 	int			fd;
 	int			busy;
+	long long	due_us;			/* when its request was due */
 	long long	sent_us;
+	unsigned long long nonce;	/* of the request in flight */
 	char		buf[8192];
 	size_t		len;
 } Conn;
@@ -85,6 +91,21 @@ answer_length(const char *buf, size_t len)
 		return head;
 	head += strtoul(cl + 15, NULL, 10);
 	return head <= len ? head : 0;
+}
+
+/* One log line: due time, status, latency from due, nonce, wait for a connection [, id]. */
+static void
+log_answer(FILE *log, const Conn *c, int status)
+{
+	const char *id = NULL;
+
+	if (status == 200 && getenv("INTENT_IDS"))
+		id = strstr(c->buf, "\"id\":\"");
+	fprintf(log, "%lld\t%d\t%lld\t%llu\t%lld", c->due_us, status,
+			now_us() - c->due_us, c->nonce, c->sent_us - c->due_us);
+	if (id)
+		fprintf(log, "\t%.36s", id + 6);
+	fputc('\n', log);
 }
 
 int
@@ -174,7 +195,9 @@ main(int argc, char **argv)
 							"Content-Length: %ld\r\n\r\n", token, fixed ? fixed_len : (long) blen);
 			memcpy(req + rlen, fixed ? fixed : body, fixed ? fixed_len : blen);
 			rlen += fixed ? fixed_len : blen;
+			conns[i].due_us = due;
 			conns[i].sent_us = now_us();
+			conns[i].nonce = nonce_base + (unsigned long long) k;
 			if (write(conns[i].fd, req, rlen) != rlen)
 			{
 				perror("write");
@@ -214,7 +237,7 @@ main(int argc, char **argv)
 			{
 				/* Closed by the server (e.g. after an error answer): reconnect. */
 				if (c->busy)
-					fprintf(log, "%lld\t0\t%lld\n", c->sent_us, now_us() - c->sent_us);
+					log_answer(log, c, 0);
 				close(c->fd);
 				c->fd = connect_to(port);
 				c->busy = 0;
@@ -226,7 +249,8 @@ main(int argc, char **argv)
 			alen = answer_length(c->buf, c->len);
 			if (alen > 0 && c->busy)
 			{
-				fprintf(log, "%lld\t%d\t%lld\n", c->sent_us, atoi(c->buf + 9), now_us() - c->sent_us);
+				c->buf[c->len] = '\0';
+				log_answer(log, c, atoi(c->buf + 9));
 				c->busy = 0;
 				c->len = 0;
 				done++;
@@ -234,7 +258,7 @@ main(int argc, char **argv)
 		}
 	}
 	fclose(log);
-	printf("sent %lld answered %lld in %.1f s (%.0f/s); %lld times no idle connection was free when a request was due; %lld reconnects\n",
+	printf("sent %lld answered %lld in %.1f s (%.0f/s); %lld times no idle connection was free when a request was due (the wait is counted in the latency); %lld reconnects\n",
 		   k, done, (now_us() - start) / 1e6, done / ((now_us() - start) / 1e6), late, reconnects);
 	return 0;
 }

@@ -65,7 +65,7 @@ t0=$(ticks); s0=$(date +%s.%N)
 bench_psql -c "DO \$\$
 BEGIN
   FOR i IN 1..$((rate * secs)) LOOP
-    PERFORM pg_notify('machpay_events', '{\"type\":\"bench\",\"i\":' || i || ',\"t\":' || extract(epoch FROM clock_timestamp()) || '}');
+    PERFORM machpay.notify_event(jsonb_build_object('type', 'bench', 'i', i, 't', extract(epoch FROM clock_timestamp())));
     COMMIT;
     PERFORM pg_sleep(1.0 / $rate);
   END LOOP;

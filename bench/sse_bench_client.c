@@ -7,6 +7,7 @@
  * streams answered 200, and at the end the count and p50/p99/max latency.
  *
  * Usage: sse_bench_client PORT TOKEN CLIENTS SECONDS
+ *   env TYPES: the ?types= filter (default bench; empty: every type).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,6 +51,9 @@ cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static size_t nevents;			/* events of any type received */
+static int	nclosed;			/* streams the relay closed */
+
 /* Consumes the complete events ("\n\n"-terminated) in c->buf. */
 static void
 scan(Conn *c)
@@ -76,6 +80,8 @@ scan(Conn *c)
 	{
 		char	   *t = memmem(p, ev_end - p, "\"t\":", 4);
 
+		if (memmem(p, ev_end - p, "event:", 6) != NULL)
+			nevents++;
 		if (t && nlat < maxlat)
 			lat[nlat++] = now_s() - strtod(t + 4, NULL);
 		p = ev_end + 2;
@@ -111,9 +117,12 @@ main(int argc, char **argv)
 	sa.sin_family = AF_INET;
 	sa.sin_port = htons(port);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	/* TYPES (environment): the stream's type filter, "" for every type */
 	snprintf(req, sizeof(req),
-			 "GET /v1/stream?types=bench HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-			 "Authorization: Bearer %s\r\nAccept: text/event-stream\r\n\r\n", token);
+			 "GET /v1/stream%s%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+			 "Authorization: Bearer %s\r\nAccept: text/event-stream\r\n\r\n",
+			 getenv("TYPES") && !*getenv("TYPES") ? "" : "?types=",
+			 getenv("TYPES") ? getenv("TYPES") : "bench", token);
 	for (i = 0; i < n; i++)
 	{
 		struct epoll_event ev;
@@ -150,6 +159,7 @@ main(int argc, char **argv)
 				if (r < 0 && errno == EAGAIN)
 					continue;
 				fprintf(stderr, "connection closed by the relay\n");
+				nclosed++;
 				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
 				continue;
 			}
@@ -176,5 +186,6 @@ main(int argc, char **argv)
 	else
 		printf("events %zu p50_ms %.2f p99_ms %.2f max_ms %.2f\n", nlat,
 			   lat[nlat / 2] * 1000, lat[(size_t) (nlat * 0.99)] * 1000, lat[nlat - 1] * 1000);
+	printf("received %zu events of any type; %d streams closed by the relay\n", nevents, nclosed);
 	return 0;
 }

@@ -5,7 +5,8 @@
  *
  * The first input byte selects the options (bit 0: NDJSON, bit 1: a key
  * bound to one entity, bit 2: no dead-letter rows, bit 3: tiny limits so
- * the limit paths are reached with short inputs); the rest is the body.
+ * the limit paths and the caps per request are reached with short inputs,
+ * bit 4: a body size as sent of a tenth, as if gzipped); the rest is the body.
  * Every produced row is read back and checked, the response body is
  * built, and the per-input arena (fe_alloc.c) is freed so nothing leaks
  * across iterations.  With -DMAPPER_PRINT the same file becomes a tool
@@ -47,7 +48,11 @@ check_rows(const MapResult *result)
 			abort();
 	if (result->nintents != counted[ROW_INTENT])
 		abort();
-	if (result->status == MAP_BAD_REQUEST && result->rows.len != 0)
+	/* a refused request keeps nothing */
+	if (result->status != MAP_OK &&
+		(result->rows.len != 0 || result->accepted != 0 || result->nintents != 0))
+		abort();
+	if (result->nerrors > result->rejected)
 		abort();
 }
 
@@ -76,7 +81,13 @@ run_one(const uint8_t *data, size_t size, bool print)
 		opts.max_rows_per_event = 3;
 		opts.max_label_bytes = 4;
 		opts.max_errors_listed = 2;
+		opts.max_events = 6;
+		opts.max_rows = 8;
+		opts.max_rejects = 3;
 	}
+	/* bit 4: the body came compressed to a tenth of its size */
+	if (mode & 0x10)
+		opts.body_bytes = size / 10 + 1;
 	opts.remote_addr = "192.0.2.1";
 
 	map_json_text((const char *) data, size, (mode & 0x01) != 0, &opts, &result);

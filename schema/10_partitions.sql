@@ -3,13 +3,15 @@
 -- installed major version and call the matching form.
 
 CREATE FUNCTION machpay._partman_schema() RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
     SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = 'pg_partman'
 $$;
 
 CREATE FUNCTION machpay._partman_major() RETURNS int
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
     SELECT split_part(extversion, '.', 1)::int FROM pg_extension WHERE extname = 'pg_partman'
 $$;
 
@@ -19,22 +21,29 @@ $$;
 -- pg_partman names and bounds partitions in the session's time zone: the
 -- install script and the maintenance job (which runs in the server's zone)
 -- must agree, so both work in UTC.
+-- A statement run by _isolated_execute leaves every setting as it found it
+-- (pg_partman sets search_path for the session; see isolated_exec.c).
+CREATE FUNCTION machpay._isolated_execute(p_sql text, p_args text[]) RETURNS void
+AS 'MODULE_PATHNAME', 'machpay_isolated_execute'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
 CREATE FUNCTION machpay._create_parent(p_parent text, p_control text, p_interval interval,
                                        p_premake int, p_start timestamptz) RETURNS void
-LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+LANGUAGE plpgsql SET TimeZone = 'UTC'
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     s text := machpay._partman_schema();
+    v_args text[] := ARRAY[p_parent, p_control, p_interval::text, p_premake::text, p_start::text];
 BEGIN
     IF machpay._partman_major() >= 5 THEN
-        EXECUTE format('SELECT %I.create_parent(p_parent_table := $1, p_control := $2, p_interval := $3,
-                            p_type := ''range'', p_premake := $4, p_start_partition := $5,
-                            p_automatic_maintenance := ''off'')', s)
-        USING p_parent, p_control, p_interval::text, p_premake, p_start::text;
+        PERFORM machpay._isolated_execute(format('SELECT %I.create_parent(p_parent_table := $1, p_control := $2, p_interval := $3,
+                            p_type := ''range'', p_premake := $4::int, p_start_partition := $5,
+                            p_automatic_maintenance := ''off'')', s), v_args);
     ELSE
-        EXECUTE format('SELECT %I.create_parent(p_parent_table := $1, p_control := $2, p_type := ''native'',
-                            p_interval := $3, p_premake := $4, p_start_partition := $5,
-                            p_automatic_maintenance := ''off'', p_jobmon := false)', s)
-        USING p_parent, p_control, p_interval::text, p_premake, p_start::text;
+        PERFORM machpay._isolated_execute(format('SELECT %I.create_parent(p_parent_table := $1, p_control := $2, p_type := ''native'',
+                            p_interval := $3, p_premake := $4::int, p_start_partition := $5,
+                            p_automatic_maintenance := ''off'', p_jobmon := false)', s), v_args);
     END IF;
 END
 $$;

@@ -10,7 +10,8 @@ RETURNS TABLE (event_index int, kind text, "time" timestamptz,
                entity_id text, name text, labels jsonb, value float8,
                detail jsonb)
 AS 'MODULE_PATHNAME', 'machpay_ingest_preview'
-LANGUAGE C STABLE;
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION machpay.ingest_preview(jsonb, boolean, text) IS
     'rows and per-event errors that machpay.ingest() would produce for payload, without storing anything';
@@ -24,7 +25,8 @@ RETURNS TABLE (event_index int, kind text, "time" timestamptz,
                entity_id text, name text, labels jsonb, value float8,
                detail jsonb)
 AS 'MODULE_PATHNAME', 'machpay_ingest_preview_text'
-LANGUAGE C STABLE;
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
 
 COMMENT ON FUNCTION machpay.ingest_preview_text(text, boolean, boolean, text) IS
     'rows and per-event errors that POST /v1/ingest would produce for a JSON or NDJSON body, without storing anything';

@@ -4,19 +4,22 @@
 
 CREATE FUNCTION machpay.flush() RETURNS bigint
 AS 'MODULE_PATHNAME', 'machpay_flush'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION machpay.flush() IS
     'Flush the shared-memory buffer now and wait for the commit; returns the rows written';
 
 CREATE FUNCTION machpay.buffer_ingest(payload jsonb) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'machpay_buffer_ingest'
-LANGUAGE C STRICT VOLATILE;
+LANGUAGE C STRICT VOLATILE
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION machpay.buffer_ingest(jsonb) IS
     'Like machpay.ingest(), but through the shared buffer and the flusher; returns after payment intents are committed';
 
 CREATE FUNCTION machpay.buffer_status(OUT bytes_used bigint, OUT capacity bigint,
                                       OUT intents_waiting integer, OUT accepting boolean)
 AS 'MODULE_PATHNAME', 'machpay_buffer_status'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION machpay.buffer_status() IS
     'Gauges of the shared-memory buffer: bytes in use, capacity, intents waiting for their commit, whether it accepts rows';

@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, everything machpay_receiver needs to
 # build, run and test.  Idempotent: does nothing when all are present.
+# The PostgreSQL major is the one the release ships (15 on Debian 12, 17 on
+# Debian 13) or PG_CONFIG's when given (scripts/pg_major.sh).
+#
+#   bash scripts/deps.sh        build, run, test
+#   bash scripts/deps.sh deb    also what `make deb` needs (debhelper, pg_buildext)
 set -euo pipefail
+. "$(dirname "$0")/pg_major.sh"
+pg=$(machpay_pg_major)
+release=$(debian_codename)
 
 PACKAGES=(
   make gcc pkg-config ca-certificates curl
-  postgresql-15 postgresql-server-dev-15 postgresql-15-partman
+  "postgresql-$pg" "postgresql-server-dev-$pg" "postgresql-$pg-partman"
   libnghttp2-dev libhttp-parser-dev libssl-dev zlib1g-dev libpq-dev
   libipc-run-perl           # TAP tests (PostgreSQL::Test::Cluster)
   nghttp2-client            # h2load and HTTP/2 tests
-  clang libclang-rt-14-dev  # libFuzzer harness
+  clang libclang-rt-dev     # libFuzzer harness (the runtime of the default clang)
   openssl                   # throwaway TLS certificates in tests
   chromium                  # headless browser test of the SSE console page
+  pg-auto-failover-cli "postgresql-$pg-auto-failover"  # make ha-demo, HA tests
+  haproxy                   # make ha-demo: the entry that follows the primary
 )
+for group in "$@"; do
+  case $group in
+    deb) PACKAGES+=(build-essential debhelper postgresql-server-dev-all) ;;
+    *) echo "deps: unknown group $group" >&2; exit 2 ;;
+  esac
+done
 if [ -n "${MACHPAY_EXTRA_PACKAGES:-}" ]; then
   read -r -a extra <<<"$MACHPAY_EXTRA_PACKAGES"
   PACKAGES+=("${extra[@]}")

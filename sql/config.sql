@@ -28,11 +28,17 @@ SELECT pg_temp.report(:'gw', 0, jsonb_build_object('price_per_unit', 5000, 'acce
 SELECT * FROM profile;
 CREATE TEMP TABLE u1 AS SELECT updated_at FROM machpay.vendor_profiles p JOIN machpay.users u ON u.id = p.user_id WHERE u.wallet_address = :'gw';
 
--- The same values in a newer report: nothing is written.
+-- The same values in a newer report: no value and not updated_at changes,
+-- only the time of the newest report (period_end_offset 60).
 SELECT pg_temp.report(:'gw', 60, jsonb_build_object('price_per_unit', '5000', 'accepted_mint', :'mint', 'version', 'v1'))->'accepted';
 SELECT * FROM profile;
 SELECT p.updated_at = u1.updated_at AS updated_at_kept
   FROM machpay.vendor_profiles p JOIN machpay.users u ON u.id = p.user_id, u1 WHERE u.wallet_address = :'gw';
+
+-- A report dated between the first and that unchanged newer one is older
+-- than a report applied: it must not bring back other values.
+SELECT pg_temp.report(:'gw', 30, '{"version": "v0-between", "price_per_unit": 7}')->'accepted';
+SELECT * FROM profile;
 
 -- A newer report with only a version: the absent fields keep their values.
 SELECT pg_temp.report(:'gw', 120, '{"version": "v2"}')->'accepted';

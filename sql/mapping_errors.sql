@@ -165,6 +165,6 @@ SELECT event_index, kind, name, detail->>'message' AS message
   FROM machpay.ingest_preview_text(pg_temp.ev(E'[1, "s", null, [], ' || pg_temp.good_log() || ']'));
 SELECT event_index, kind, name, detail->>'message' AS message
   FROM machpay.ingest_preview_text(pg_temp.ev(E'true\n[' || pg_temp.good_log() || E']\n' || pg_temp.good_log()), ndjson => true);
--- an exponent in request text is never an integer amount
+-- a number with a fractional digit left after its exponent is never an integer amount
 SELECT event_index, kind, name, detail->>'message' AS message
-  FROM machpay.ingest_preview_text('{"source": "payment_intent", "gateway_id": "BqpHxUsR2K8Gao2LxYAN5ygTdM8rRMbMXx4hdtcPvLdp", "agent_id": "QZr7WFP3TaGaWWs96WTBQSMg8xTFs1c8H63HgwadTBg", "token": "4gHqsWe1Kqdjtmn7rKz7fAGjrZihBVGwcbXe4ysTv4U1", "signature": "3S7Mu29NXDvhACZm3yoTTn4iwPXnQw6pyyrnN2gXoxVzJvPFHDDf329X35Kjg4VYo22XYiRip8Dr9CpMNeezfXVt", "nonce": 1e3, "amount": 1}');
+  FROM machpay.ingest_preview_text('{"source": "payment_intent", "gateway_id": "BqpHxUsR2K8Gao2LxYAN5ygTdM8rRMbMXx4hdtcPvLdp", "agent_id": "QZr7WFP3TaGaWWs96WTBQSMg8xTFs1c8H63HgwadTBg", "token": "4gHqsWe1Kqdjtmn7rKz7fAGjrZihBVGwcbXe4ysTv4U1", "signature": "3S7Mu29NXDvhACZm3yoTTn4iwPXnQw6pyyrnN2gXoxVzJvPFHDDf329X35Kjg4VYo22XYiRip8Dr9CpMNeezfXVt", "nonce": 1e-3, "amount": 1}');

@@ -34,12 +34,15 @@ SELECT n, c.v AS amount, coalesce(p.detail->>'amount', p.detail->>'code') AS out
   FROM cases c, machpay.ingest_preview_text(pg_temp.intent('1', c.v)) p
   ORDER BY n;
 
--- Exponents: request text rejects them; jsonb has already turned an
--- integral exponent form into the integer (1e3 is stored as 1000), while a
--- fractional one stays fractional.
+-- JSON numbers in other forms: both front ends take the value numeric_in
+-- (and so jsonb) stores, an integer when no fractional digit survives the
+-- exponent (1e3 is 1000, -0 is 0, 1.0 and 1.50e1 keep a scale): HTTP and
+-- machpay.ingest() agree on every one.
 SELECT v, (SELECT coalesce(detail->>'nonce', detail->>'code') FROM machpay.ingest_preview_text(pg_temp.intent(v, '1'))) AS text_outcome,
           (SELECT coalesce(detail->>'nonce', detail->>'code') FROM machpay.ingest_preview(pg_temp.intent(v, '1')::jsonb)) AS jsonb_outcome
-  FROM unnest(ARRAY['1e3', '1E3', '1e+3', '1.5e1', '1e-3', '18446744073709551615e0']) v;
+  FROM unnest(ARRAY['1e3', '1E3', '1e+3', '1.5e1', '1.50e1', '0.5e1', '1e-3', '18446744073709551615e0',
+                    '1844674407370955161.5e1', '1844674407370955161.6e1', '1e19', '1e20', '1e400',
+                    '-0', '-0.0', '0e5', '-1e0', '1.0', '10e-1', '100e-2']) v;
 
 -- null and absent are missing_field
 SELECT detail->>'code' AS code, detail->>'message' AS message

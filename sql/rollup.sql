@@ -66,7 +66,8 @@ SELECT watermark = date_trunc('hour', now()) AS watermark_at_current_hour FROM m
 -- A mark for the open hour stays for a later run.
 INSERT INTO machpay.rollup_invalidations (bucket) VALUES (date_trunc('hour', now()))
     ON CONFLICT (bucket) DO NOTHING;
-SELECT machpay.run_rollup() >= 0;
+-- Every closed hour is rolled up already: the run finds nothing to do.
+SELECT machpay.run_rollup() AS rows_rolled_up;
 SELECT count(*) AS open_hour_mark_kept FROM machpay.rollup_invalidations WHERE bucket = date_trunc('hour', now());
 DELETE FROM machpay.rollup_invalidations WHERE bucket = date_trunc('hour', now());
 

@@ -3,16 +3,26 @@
  *	  The shared-memory buffer of validated row batches between the ingest
  *	  workers (producers) and the flusher (the one consumer); see buffer.h.
  *
- * The buffer is a byte ring of *entries*, one per request: a header, room
- * for the intents' outcomes, then the request's row batch.  Positions are
- * monotonic 64-bit offsets (ring position = offset % capacity) so "used" is
- * simply reserve - head.  An entry never wraps: when it does not fit before
- * the end of the ring the tail is skipped.  A producer reserves space under
- * the spinlock, copies outside it, then marks the entry ready.  The flusher
- * takes ready entries in ring order, commits them, and frees space from the
- * head once an entry is done and its ticket (if any) has been released by
- * its producer (or abandoned).  A *ticket* is a slot through which the
- * flusher hands the intents' outcomes of one entry back to its producer.
+ * The buffer is two byte rings (*queues*) of *entries*, one entry per
+ * request: a header, room for the intents' outcomes, then the request's row
+ * batch.  Requests with payment intents go to the intents queue, a region
+ * of its own (an eighth of machpay.buffer_size), so telemetry can never
+ * take the room intents need, and they are written by a writer of their
+ * own, so they never wait behind a telemetry batch.  Everything else goes to
+ * the telemetry queue, drained by machpay.flush_workers writers.
+ *
+ * Positions are monotonic 64-bit offsets (ring position = offset %
+ * capacity) so "used" is simply reserve - head.  An entry never wraps: when
+ * it does not fit before the end of the ring the tail is skipped.  A
+ * producer reserves space under the spinlock, copies outside it, then marks
+ * the entry ready.  Writers take ready entries in ring order from a shared
+ * cursor, one contiguous *run* at a time (so batches are disjoint), commit
+ * them, and free space from the head once an entry is done and its ticket
+ * (if any) has been released by its producer (or abandoned).  Runs of one
+ * queue commit in the order they were taken (buffer_order_wait), so a
+ * reader never sees a later request's rows before an earlier one's.  A
+ * *ticket* is a slot through which a writer hands the intents' outcomes of
+ * one entry back to its producer.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -21,6 +31,7 @@
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/timestamp.h"
@@ -56,6 +67,7 @@ typedef struct TicketSlot
 	bool		claimed;		/* the flusher is committing it: do not expire */
 	bool		released;		/* its producer left while it was claimed */
 	uint64		generation;
+	BufferQueueId queue;		/* of its entry */
 	uint64		entry_off;		/* logical offset of its entry */
 	int			nintents;
 	Latch	   *producer;
@@ -65,40 +77,78 @@ typedef struct TicketSlot
 	IntentOutcome outcomes[TICKET_INLINE_OUTCOMES];
 } TicketSlot;
 
-typedef struct BufferShared
+/* One ring and its cursors. */
+typedef struct BufferQueue
 {
-	slock_t		mutex;
 	Size		capacity;		/* ring bytes */
+	Size		ring_offset;	/* where the ring starts in BufferShared.ring */
 	uint64		head;			/* first byte still in use */
 	uint64		reserve;		/* next byte to hand out */
-	uint64		seq_next;		/* seq of the next entry */
-	uint64		done_seq;		/* every entry with seq below is committed or dropped */
+	uint64		take;			/* next byte a writer looks at */
 	int64		events_ready;	/* events in ready entries not yet taken */
-	int			intents_waiting;	/* intents put, not yet committed or failed */
-	bool		flusher_running;
-	bool		shutdown;
-	uint64		flush_target;	/* machpay.flush() wants done_seq to reach this */
-	Latch	   *flusher_latch;
-	pid_t		flusher_pid;
-	uint64		rows_written;	/* rows committed by the flusher, ever */
-	ConditionVariable flushed_cv;	/* broadcast after every flush */
-	/* Is the database taking our writes?  Read by /readyz. */
+	int			intents_waiting;	/* intents put here, not yet committed or failed */
+	uint64		runs_taken;		/* runs handed out, for the commit order */
+	ConditionVariable order_cv; /* broadcast when a run is settled */
+} BufferQueue;
+
+/* One writer process (its slot number is its bgw_main_arg). */
+typedef struct WriterSlot
+{
+	bool		attached;
+	pid_t		pid;
+	Latch	   *latch;
+	BufferQueueId queue;
+	uint64		oldest_unfinished;	/* seq of its oldest undecided entry */
+	uint64		open_run;		/* run taken and not committed yet; 0 = none */
+	TimestampTz run_taken_at;	/* when open_run was taken */
+	/* Is the database taking its writes?  Read by /readyz. */
 	TimestampTz attempt_started;	/* a flush attempt is running since; 0 = none */
 	TimestampTz failing_since;	/* first failed attempt since the last commit */
 	TimestampTz last_failure;	/* end of the latest failed attempt */
+} WriterSlot;
+
+typedef struct BufferShared
+{
+	slock_t		mutex;
+	uint64		seq_next;		/* seq of the next entry, both queues */
+	uint64		done_seq;		/* every entry with seq below is committed or dropped */
+	bool		shutdown;
+	uint64		flush_target;	/* machpay.flush() wants done_seq to reach this */
+	uint64		rows_written;	/* rows committed by the writers, ever */
+	ConditionVariable flushed_cv;	/* broadcast after every flush */
+	BufferQueue queues[BUFFER_QUEUES];
+	WriterSlot	writers[BUFFER_MAX_WRITERS];
 	TicketSlot	tickets[BUFFER_TICKETS];
 	char		ring[FLEXIBLE_ARRAY_MEMBER];
 } BufferShared;
 
 static BufferShared *buf = NULL;
 
-#define RING_AT(off)	(buf->ring + ((off) % buf->capacity))
-#define ENTRY_AT(off)	((BufferEntry *) RING_AT(off))
+/* This process's slot when it is a writer (buffer_flusher_attach). */
+static int	my_slot = -1;
+
+#define MY_WRITER	(&buf->writers[my_slot])
+#define MY_QUEUE	(&buf->queues[buf->writers[my_slot].queue])
+
+static inline char *
+ring_at(const BufferQueue *q, uint64 off)
+{
+	return buf->ring + q->ring_offset + (off % q->capacity);
+}
+
+#define ENTRY_AT(q, off)	((BufferEntry *) ring_at((q), (off)))
 
 static Size
 ring_bytes(void)
 {
 	return MAXALIGN((Size) machpay_buffer_size_kb * 1024);
+}
+
+/* The intents queue's share of machpay.buffer_size. */
+static Size
+intents_ring_bytes(void)
+{
+	return MAXALIGN(ring_bytes() / BUFFER_INTENTS_SHARE);
 }
 
 Size
@@ -115,12 +165,21 @@ buffer_shmem_init(void)
 	buf = ShmemInitStruct("machpay_receiver buffer", buffer_shmem_size(), &found);
 	if (!found)
 	{
+		Size		intents = intents_ring_bytes();
+
 		memset(buf, 0, offsetof(BufferShared, ring));
 		SpinLockInit(&buf->mutex);
-		buf->capacity = ring_bytes();
 		ConditionVariableInit(&buf->flushed_cv);
+		buf->queues[QUEUE_TELEMETRY].capacity = ring_bytes() - intents;
+		buf->queues[QUEUE_TELEMETRY].ring_offset = 0;
+		buf->queues[QUEUE_INTENTS].capacity = intents;
+		buf->queues[QUEUE_INTENTS].ring_offset = ring_bytes() - intents;
+		for (int i = 0; i < BUFFER_QUEUES; i++)
+			ConditionVariableInit(&buf->queues[i].order_cv);
 		for (int i = 0; i < BUFFER_TICKETS; i++)
 			buf->tickets[i].state = SLOT_FREE;
+		for (int i = 0; i < BUFFER_MAX_WRITERS; i++)
+			buf->writers[i].oldest_unfinished = PG_UINT64_MAX;
 	}
 }
 
@@ -139,11 +198,79 @@ entry_bytes(int nintents, Size rows_len)
 
 /* Bytes skipped at the end of the ring to fit `needed` bytes at `off`. */
 static inline Size
-wrap_waste(uint64 off, Size needed)
+wrap_waste(const BufferQueue *q, uint64 off, Size needed)
 {
-	Size		to_end = buf->capacity - (off % buf->capacity);
+	Size		to_end = q->capacity - (off % q->capacity);
 
 	return needed > to_end ? to_end : 0;
+}
+
+/* Does the queue have a writer?  Caller holds the mutex. */
+static bool
+queue_served(BufferQueueId qid)
+{
+	for (int i = 0; i < BUFFER_MAX_WRITERS; i++)
+		if (buf->writers[i].attached && buf->writers[i].queue == qid)
+			return true;
+	return false;
+}
+
+/* Writers attached to the queue.  Caller holds the mutex. */
+static int
+queue_writers(BufferQueueId qid)
+{
+	int			n = 0;
+
+	for (int i = 0; i < BUFFER_MAX_WRITERS; i++)
+		if (buf->writers[i].attached && buf->writers[i].queue == qid)
+			n++;
+	return n;
+}
+
+static bool
+any_writer(void)
+{
+	return queue_served(QUEUE_TELEMETRY) || queue_served(QUEUE_INTENTS);
+}
+
+/*
+ * Which queue takes an entry of this many intents and bytes: intents go to
+ * their own queue while it has a writer and the entry can ever fit there;
+ * otherwise (a writer restarting, a huge request) to the other one, whose
+ * writers handle tickets as well.  Caller holds the mutex.
+ */
+static BufferQueueId
+queue_for(int nintents, Size needed)
+{
+	BufferQueueId natural = nintents > 0 ? QUEUE_INTENTS : QUEUE_TELEMETRY;
+	BufferQueueId other = natural == QUEUE_INTENTS ? QUEUE_TELEMETRY : QUEUE_INTENTS;
+
+	if (natural == QUEUE_INTENTS && needed > buf->queues[QUEUE_INTENTS].capacity)
+		return QUEUE_TELEMETRY;
+	if (!queue_served(natural) && queue_served(other) &&
+		needed <= buf->queues[other].capacity)
+		return other;
+	return natural;
+}
+
+/* Set the latches of the queue's writers (collected under the mutex). */
+static int
+queue_latches(BufferQueueId qid, Latch **latches)
+{
+	int			n = 0;
+
+	for (int i = 0; i < BUFFER_MAX_WRITERS; i++)
+		if (buf->writers[i].attached && buf->writers[i].queue == qid &&
+			buf->writers[i].latch)
+			latches[n++] = buf->writers[i].latch;
+	return n;
+}
+
+static void
+set_latches(Latch **latches, int n)
+{
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
 }
 
 /* ---------------------------------------------------------------------
@@ -151,20 +278,37 @@ wrap_waste(uint64 off, Size needed)
  * ---------------------------------------------------------------------
  */
 
-bool
-buffer_has_room(Size bytes)
+static bool
+queue_has_room(const BufferQueue *q, Size bytes)
 {
-	bool		ok;
+	return q->reserve - q->head + bytes <= q->capacity;
+}
+
+BufferRoom
+buffer_room(Size bytes)
+{
+	BufferRoom room = BUFFER_ROOM_NONE;
 
 	if (buf == NULL)
-		return false;
+		return BUFFER_ROOM_NONE;
 	/* Row batches run larger than bodies only by headers; a guess is enough. */
 	bytes = MAXALIGN(sizeof(BufferEntry)) + MAXALIGN(bytes);
 	SpinLockAcquire(&buf->mutex);
-	ok = buf->flusher_running && !buf->shutdown &&
-		buf->reserve - buf->head + bytes <= buf->capacity;
+	if (any_writer() && !buf->shutdown)
+	{
+		if (queue_has_room(&buf->queues[queue_for(0, bytes)], bytes))
+			room = BUFFER_ROOM_ANY;
+		else if (queue_has_room(&buf->queues[queue_for(1, bytes)], bytes))
+			room = BUFFER_ROOM_INTENTS_ONLY;
+	}
 	SpinLockRelease(&buf->mutex);
-	return ok;
+	return room;
+}
+
+bool
+buffer_has_room(Size bytes)
+{
+	return buffer_room(bytes) == BUFFER_ROOM_ANY;
 }
 
 BufferPutStatus
@@ -180,7 +324,10 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 	uint64		generation = 0;
 	int			nevents = 0;
 	BufferEntry *entry;
-	Latch	   *wake = NULL;
+	BufferQueueId qid;
+	BufferQueue *q;
+	Latch	   *wake[BUFFER_MAX_WRITERS];
+	int			nwake = 0;
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (ticket)
@@ -194,21 +341,24 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 		nevents += (int) result->events_by_source[i];
 
 	SpinLockAcquire(&buf->mutex);
-	if (!buf->flusher_running || buf->shutdown)
+	if (!any_writer() || buf->shutdown)
 	{
 		SpinLockRelease(&buf->mutex);
 		return BUFFER_PUT_UNAVAILABLE;
 	}
-	waste = wrap_waste(buf->reserve, needed);
-	if (waste > 0 && buf->head == buf->reserve)
+	qid = queue_for(nintents, needed);
+	q = &buf->queues[qid];
+	waste = wrap_waste(q, q->reserve, needed);
+	if (waste > 0 && q->head == q->reserve)
 	{
 		/* Empty: restart at the ring's beginning rather than wrap. */
-		buf->reserve += waste;
-		buf->head = buf->reserve;
+		q->reserve += waste;
+		q->head = q->reserve;
+		q->take = q->reserve;
 		waste = 0;
 	}
-	if (needed > buf->capacity ||
-		buf->reserve - buf->head + waste + needed > buf->capacity)
+	if (needed > q->capacity ||
+		q->reserve - q->head + waste + needed > q->capacity)
 	{
 		SpinLockRelease(&buf->mutex);
 		return BUFFER_PUT_FULL;
@@ -232,25 +382,27 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 	}
 	if (waste > 0)
 	{
-		/* Mark the skipped tail so the flusher jumps it. */
+		/* Mark the skipped tail so the writers jump it. */
 		if (waste >= sizeof(BufferEntry))
 		{
-			BufferEntry *skip = ENTRY_AT(buf->reserve);
+			BufferEntry *skip = ENTRY_AT(q, q->reserve);
 
 			skip->kind = ENTRY_WRAP;
 			skip->state = ENTRY_DONE;
 			skip->total = waste;
 		}
-		buf->reserve += waste;
+		q->reserve += waste;
 	}
-	off = buf->reserve;
-	buf->reserve += needed;
+	off = q->reserve;
+	q->reserve += needed;
 	seq = buf->seq_next++;
-	entry = ENTRY_AT(off);
+	entry = ENTRY_AT(q, off);
 	entry->kind = ENTRY_ROWS;
 	entry->state = ENTRY_RESERVED;
 	entry->seq = seq;
 	entry->total = needed;
+	entry->queue = qid;
+	entry->taken_by = -1;
 	if (slot >= 0)
 	{
 		TicketSlot *t = &buf->tickets[slot];
@@ -259,6 +411,7 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 		t->claimed = false;
 		t->released = false;
 		t->generation++;
+		t->queue = qid;
 		t->entry_off = off;
 		t->nintents = nintents;
 		t->producer = MyProc ? &MyProc->procLatch : NULL;
@@ -266,7 +419,7 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 		t->deadline = TimestampTzPlusMilliseconds(now, BUFFER_INTENT_WAIT_MS);
 		t->done_at = 0;
 		generation = t->generation;
-		buf->intents_waiting += nintents;
+		q->intents_waiting += nintents;
 	}
 	SpinLockRelease(&buf->mutex);
 
@@ -286,14 +439,13 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 
 	SpinLockAcquire(&buf->mutex);
 	entry->state = ENTRY_READY;
-	buf->events_ready += nevents;
+	q->events_ready += nevents;
 	if (nintents > 0 || buf->flush_target > buf->done_seq ||
-		buf->events_ready >= machpay_batch_size)
-		wake = buf->flusher_latch;
+		q->events_ready >= machpay_batch_size)
+		nwake = queue_latches(qid, wake);
 	SpinLockRelease(&buf->mutex);
 
-	if (wake)
-		SetLatch(wake);
+	set_latches(wake, nwake);
 	if (ticket)
 	{
 		ticket->slot = slot;
@@ -324,7 +476,7 @@ buffer_ticket_poll(const BufferTicket *ticket, IntentOutcome *outcomes, int nout
 		if (n > 0 && outcomes)
 			memcpy(outcomes,
 				   t->nintents <= TICKET_INLINE_OUTCOMES ? t->outcomes :
-				   BUFFER_ENTRY_OUTCOMES(ENTRY_AT(t->entry_off)),
+				   BUFFER_ENTRY_OUTCOMES(ENTRY_AT(&buf->queues[t->queue], t->entry_off)),
 				   sizeof(IntentOutcome) * n);
 		st = TICKET_COMMITTED;
 	}
@@ -335,7 +487,7 @@ buffer_ticket_poll(const BufferTicket *ticket, IntentOutcome *outcomes, int nout
 		/* Not committed in time: the request is answered 503, nothing stored. */
 		t->state = SLOT_FAILED;
 		t->done_at = GetCurrentTimestamp();
-		buf->intents_waiting -= t->nintents;
+		buf->queues[t->queue].intents_waiting -= t->nintents;
 		failed_now = true;
 		st = TICKET_FAILED;
 	}
@@ -352,7 +504,8 @@ buffer_ticket_release(const BufferTicket *ticket)
 {
 	TicketSlot *t;
 	int			given_up = 0;
-	Latch	   *wake = NULL;
+	Latch	   *wake[BUFFER_MAX_WRITERS];
+	int			nwake = 0;
 
 	if (buf == NULL || ticket->slot < 0 || ticket->slot >= BUFFER_TICKETS)
 		return;
@@ -362,27 +515,26 @@ buffer_ticket_release(const BufferTicket *ticket)
 	{
 		if (t->state == SLOT_PENDING && t->claimed)
 		{
-			/* Being committed right now: the flusher frees it when done. */
+			/* Being committed right now: the writer frees it when done. */
 			t->released = true;
 			t->producer = NULL;
 		}
 		else
 		{
 			/* Its entry may be all that holds the head: let space free. */
-			if (t->entry_off == buf->head)
-				wake = buf->flusher_latch;
+			if (t->entry_off == buf->queues[t->queue].head)
+				nwake = queue_latches(t->queue, wake);
 			if (t->state == SLOT_PENDING)
 			{
 				/* Given up by its producer (error, cancel): never commit it. */
-				buf->intents_waiting -= t->nintents;
+				buf->queues[t->queue].intents_waiting -= t->nintents;
 				given_up = t->nintents;
 			}
 			t->state = SLOT_FREE;
 		}
 	}
 	SpinLockRelease(&buf->mutex);
-	if (wake)
-		SetLatch(wake);
+	set_latches(wake, nwake);
 	if (given_up > 0)
 		stats_add(STAT_INTENTS_FAILED, given_up);
 }
@@ -392,12 +544,13 @@ buffer_ticket_release(const BufferTicket *ticket)
 Size
 buffer_bytes_used(void)
 {
-	Size		used;
+	Size		used = 0;
 
 	if (buf == NULL)
 		return 0;
 	SpinLockAcquire(&buf->mutex);
-	used = buf->reserve - buf->head;
+	for (int i = 0; i < BUFFER_QUEUES; i++)
+		used += buf->queues[i].reserve - buf->queues[i].head;
 	SpinLockRelease(&buf->mutex);
 	return used;
 }
@@ -405,18 +558,19 @@ buffer_bytes_used(void)
 Size
 buffer_capacity(void)
 {
-	return buf ? buf->capacity : 0;
+	return buf ? ring_bytes() : 0;
 }
 
 int
 buffer_intents_waiting(void)
 {
-	int			n;
+	int			n = 0;
 
 	if (buf == NULL)
 		return 0;
 	SpinLockAcquire(&buf->mutex);
-	n = buf->intents_waiting;
+	for (int i = 0; i < BUFFER_QUEUES; i++)
+		n += buf->queues[i].intents_waiting;
 	SpinLockRelease(&buf->mutex);
 	return n;
 }
@@ -429,108 +583,142 @@ buffer_accepting(void)
 	if (buf == NULL)
 		return false;
 	SpinLockAcquire(&buf->mutex);
-	ok = buf->flusher_running && !buf->shutdown;
+	ok = any_writer() && !buf->shutdown;
 	SpinLockRelease(&buf->mutex);
 	return ok;
 }
 
 /* ---------------------------------------------------------------------
- * Flusher side (buffer_int.h)
+ * Writer side (buffer_int.h)
  * ---------------------------------------------------------------------
  */
 
-/*
- * The flusher (re)starts: entries a previous flusher took but did not
- * finish are taken again from the head.
- */
-uint64
-buffer_flusher_attach(bool accepting)
+/* Step over what is not an entry at `off`; false at the queue's end. */
+static bool
+skip_to_entry(const BufferQueue *q, uint64 *off, uint64 end)
 {
-	uint64		head;
-
-	SpinLockAcquire(&buf->mutex);
-	buf->flusher_latch = &MyProc->procLatch;
-	buf->flusher_pid = MyProcPid;
-	buf->flusher_running = accepting;
-	buf->shutdown = false;
-	head = buf->head;
-	/* Everything not yet taken counts as ready again. */
-	buf->events_ready = 0;
-	for (uint64 off = head; off < buf->reserve;)
+	while (*off < end)
 	{
-		BufferEntry *e = ENTRY_AT(off);
-		Size		to_end = buf->capacity - (off % buf->capacity);
+		Size		to_end = q->capacity - (*off % q->capacity);
 
 		if (to_end < sizeof(BufferEntry))
-		{
-			off += to_end;
-			continue;
-		}
-		if (e->kind == ENTRY_ROWS && e->state == ENTRY_TAKEN)
-			e->state = ENTRY_READY; /* its flusher died before deciding */
-		if (e->kind == ENTRY_ROWS && e->state == ENTRY_READY)
-			buf->events_ready += e->nevents;
-		off += e->total;
+			*off += to_end;
+		else if (ENTRY_AT(q, *off)->kind == ENTRY_WRAP)
+			*off += ENTRY_AT(q, *off)->total;
+		else
+			return true;
 	}
-	for (int i = 0; i < BUFFER_TICKETS; i++)
-		buf->tickets[i].claimed = false;
-	buf->attempt_started = 0;
-	buf->failing_since = 0;
-	buf->last_failure = 0;
-	SpinLockRelease(&buf->mutex);
-	return head;
+	return false;
 }
 
-/* The flusher tells how its transactions fare (see buffer_db_stalled). */
+/*
+ * A writer (re)starts in its slot: entries its previous incarnation took
+ * but did not finish are handed back to it through take(), in ring order;
+ * the other writers' entries are theirs.  Returns how many.
+ */
+int
+buffer_flusher_attach(int slot, BufferQueueId qid, bool accepting,
+					  buffer_take_cb take, void *arg)
+{
+	BufferQueue *q = &buf->queues[qid];
+	WriterSlot *w;
+	int			n = 0;
+	uint64		off;
+	uint64		end;
+	bool		found = false;
+
+	Assert(slot >= 0 && slot < BUFFER_MAX_WRITERS);
+	my_slot = slot;
+	w = &buf->writers[slot];
+	SpinLockAcquire(&buf->mutex);
+	w->latch = &MyProc->procLatch;
+	w->pid = MyProcPid;
+	w->queue = qid;
+	w->attached = accepting;
+	w->open_run = 0;
+	buf->shutdown = false;
+	w->attempt_started = 0;
+	w->failing_since = 0;
+	w->last_failure = 0;
+	/* Our first leftover entry, if any: the head cannot pass it. */
+	end = q->take;
+	for (off = q->head; skip_to_entry(q, &off, end); off += ENTRY_AT(q, off)->total)
+	{
+		BufferEntry *e = ENTRY_AT(q, off);
+
+		if (e->state == ENTRY_TAKEN && e->taken_by == slot)
+		{
+			found = true;
+			break;
+		}
+	}
+	if (!found)
+		w->oldest_unfinished = PG_UINT64_MAX;
+	SpinLockRelease(&buf->mutex);
+
+	/*
+	 * From our first leftover on nothing is reused while we hold it, and only
+	 * this process marks entries taken by this slot: walk without the lock.
+	 */
+	for (; found && skip_to_entry(q, &off, end); off += ENTRY_AT(q, off)->total)
+	{
+		BufferEntry *e = ENTRY_AT(q, off);
+
+		if (e->state == ENTRY_TAKEN && e->taken_by == slot)
+		{
+			take(e, off, arg);
+			n++;
+		}
+	}
+	ConditionVariableBroadcast(&q->order_cv);
+	return n;
+}
+
+/* A writer tells how its transactions fare (see buffer_db_stalled). */
 void
 buffer_flusher_note(BufferFlushNote note)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	WriterSlot *w = MY_WRITER;
 
 	SpinLockAcquire(&buf->mutex);
 	switch (note)
 	{
 		case FLUSH_NOTE_START:
-			buf->attempt_started = now;
+			w->attempt_started = now;
 			break;
 		case FLUSH_NOTE_WRITABLE:
-			buf->attempt_started = 0;
-			buf->failing_since = 0;
-			buf->last_failure = 0;
+			w->attempt_started = 0;
+			w->failing_since = 0;
+			w->last_failure = 0;
+			break;
+		case FLUSH_NOTE_REFUSED:
+			w->attempt_started = 0;
 			break;
 		case FLUSH_NOTE_FAILED:
-			buf->attempt_started = 0;
-			if (buf->failing_since == 0)
-				buf->failing_since = now;
-			buf->last_failure = now;
+			/* failing since the failed attempt began (a lock wait, say) */
+			if (w->failing_since == 0)
+				w->failing_since = w->attempt_started != 0 ?
+					w->attempt_started : now;
+			w->attempt_started = 0;
+			w->last_failure = now;
 			break;
 	}
 	SpinLockRelease(&buf->mutex);
 }
 
 /*
- * True when the database has not been taking the flusher's writes for a
+ * True when the database has not been taking some writer's writes for a
  * while: one attempt has been running (a lock wait) for BUFFER_STALL_MS, or
  * attempts have been failing with no commit for BUFFER_STALL_MS and the
  * latest failure is recent.  An idle server with no failures is writable as
- * far as we know; an old streak with no retry since is forgotten.
+ * far as we know; an old streak with no retry since is forgotten.  Each
+ * writer is judged on its own: one committing does not hide another stuck.
  */
-bool
-buffer_db_stalled(void)
+static bool
+writer_stalled(TimestampTz started, TimestampTz failing, TimestampTz last,
+			   TimestampTz now)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz started,
-				failing,
-				last;
-
-	if (buf == NULL)
-		return false;
-	SpinLockAcquire(&buf->mutex);
-	started = buf->attempt_started;
-	failing = buf->failing_since;
-	last = buf->last_failure;
-	SpinLockRelease(&buf->mutex);
-
 	if (started != 0 && TimestampDifferenceExceeds(started, now, BUFFER_STALL_MS))
 		return true;
 	if (failing != 0 && started != 0)
@@ -541,134 +729,250 @@ buffer_db_stalled(void)
 	return false;
 }
 
+bool
+buffer_db_stalled(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		stalled = false;
+
+	if (buf == NULL)
+		return false;
+	SpinLockAcquire(&buf->mutex);
+	for (int i = 0; i < BUFFER_MAX_WRITERS && !stalled; i++)
+	{
+		WriterSlot *w = &buf->writers[i];
+
+		if (w->pid != 0)
+			stalled = writer_stalled(w->attempt_started, w->failing_since,
+									 w->last_failure, now);
+	}
+	SpinLockRelease(&buf->mutex);
+	return stalled;
+}
+
 void
 buffer_flusher_set_accepting(bool accepting)
 {
 	SpinLockAcquire(&buf->mutex);
-	buf->flusher_running = accepting && !buf->shutdown;
+	MY_WRITER->attached = accepting && !buf->shutdown;
 	SpinLockRelease(&buf->mutex);
 }
 
+/*
+ * The writer leaves (exit, crash of this process): its run is settled so
+ * later runs need not wait; its taken entries stay taken by its slot and
+ * count as unfinished (flush() keeps waiting) until it comes back.
+ */
 void
 buffer_flusher_detach(void)
 {
-	if (buf == NULL)
+	BufferQueue *q;
+
+	if (buf == NULL || my_slot < 0)
 		return;
+	q = MY_QUEUE;
 	SpinLockAcquire(&buf->mutex);
-	if (buf->flusher_pid == MyProcPid)
+	if (MY_WRITER->pid == MyProcPid)
 	{
-		buf->flusher_running = false;
-		buf->flusher_latch = NULL;
-		buf->flusher_pid = 0;
-		buf->attempt_started = 0;
+		MY_WRITER->attached = false;
+		MY_WRITER->latch = NULL;
+		MY_WRITER->pid = 0;
+		MY_WRITER->open_run = 0;
+		MY_WRITER->attempt_started = 0;
 	}
 	SpinLockRelease(&buf->mutex);
+	ConditionVariableBroadcast(&q->order_cv);
 	ConditionVariableBroadcast(&buf->flushed_cv);
 }
 
-/* Refuse new puts from now on; the flusher drains what was accepted. */
+/* Refuse new puts from now on; the writers drain what was accepted. */
 void
 buffer_begin_shutdown(void)
 {
 	SpinLockAcquire(&buf->mutex);
 	buf->shutdown = true;
-	buf->flusher_running = false;
+	MY_WRITER->attached = false;
 	SpinLockRelease(&buf->mutex);
 }
 
-/* True while some producer is still copying into a reserved entry. */
+/* True while some producer is still copying into an entry of our queue. */
 bool
-buffer_has_reserved(uint64 from)
+buffer_has_reserved(void)
 {
+	BufferQueue *q = MY_QUEUE;
 	bool		found = false;
 
 	SpinLockAcquire(&buf->mutex);
-	for (uint64 off = Max(from, buf->head); off < buf->reserve;)
+	for (uint64 off = q->take; skip_to_entry(q, &off, q->reserve);)
 	{
-		BufferEntry *e;
-		Size		to_end = buf->capacity - (off % buf->capacity);
-
-		if (to_end < sizeof(BufferEntry))
-		{
-			off += to_end;
-			continue;
-		}
-		e = ENTRY_AT(off);
-		if (e->state == ENTRY_RESERVED)
+		if (ENTRY_AT(q, off)->state == ENTRY_RESERVED)
 		{
 			found = true;
 			break;
 		}
-		off += e->total;
+		off += ENTRY_AT(q, off)->total;
 	}
 	SpinLockRelease(&buf->mutex);
 	return found;
 }
 
+static bool run_expired(const WriterSlot *w, TimestampTz now);
+
 /*
- * Take ready entries from *pos on, at most max_bytes of rows and about
- * max_events events (but at least one entry).  Calls take(entry, off, arg) for each and advances *pos.
- * Stops at an entry still being copied.  Returns the number taken.
+ * Take ready entries of our queue from the shared cursor on: at most
+ * max_entries, max_bytes of rows and about max_events events (but at least
+ * one entry).  The run is taken under the mutex, so two writers' runs never
+ * interleave; take(entry, off, arg) is called for each afterwards and must
+ * not fail (the caller made room for max_entries).  Stops at an entry still
+ * being copied.  Returns the number taken.
  */
 int
-buffer_take(uint64 *pos, Size max_bytes, int64 max_events,
+buffer_take(Size max_bytes, int64 max_events, int max_entries,
 			buffer_take_cb take, void *arg)
 {
+	BufferQueue *q = MY_QUEUE;
+	uint64		first = 0;
+	uint64		off;
 	int			n = 0;
 	Size		bytes = 0;
 	int64		events = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&buf->mutex);
+	if (q->take < q->head)
+		q->take = q->head;		/* the empty ring was restarted (buffer_put) */
+	/*
+	 * A writer still holding an unsettled run (its batch failed and is
+	 * retried) takes nothing more while other writers serve the queue: what
+	 * it took now would commit with that earlier run, ahead of theirs.
+	 */
+	if (MY_WRITER->open_run != 0 && !run_expired(MY_WRITER, now) &&
+		queue_writers(MY_WRITER->queue) > 1)
+		max_entries = 0;
+	while (n < max_entries && skip_to_entry(q, &q->take, q->reserve))
+	{
+		BufferEntry *e = ENTRY_AT(q, q->take);
+
+		if (e->state != ENTRY_READY)
+			break;
+		if (n > 0 && (bytes + e->rows_len > max_bytes || events >= max_events))
+			break;
+		e->state = ENTRY_TAKEN;
+		e->taken_by = my_slot;
+		q->events_ready -= e->nevents;
+		if (n == 0)
+		{
+			first = q->take;
+			/* A run kept past its wait (a failing batch) is not waited for. */
+			if (MY_WRITER->open_run == 0 || run_expired(MY_WRITER, now))
+			{
+				MY_WRITER->open_run = ++q->runs_taken;
+				MY_WRITER->run_taken_at = now;
+			}
+			if (MY_WRITER->oldest_unfinished == PG_UINT64_MAX)
+				MY_WRITER->oldest_unfinished = e->seq;
+		}
+		bytes += e->rows_len;
+		events += e->nevents;
+		q->take += e->total;
+		n++;
+	}
+	SpinLockRelease(&buf->mutex);
+
+	/* The run is ours alone now: hand it over without the lock. */
+	off = first;
+	for (int i = 0; i < n; i++)
+	{
+		BufferEntry *e;
+
+		(void) skip_to_entry(q, &off, PG_UINT64_MAX);
+		e = ENTRY_AT(q, off);
+		take(e, off, arg);
+		off += e->total;
+	}
+	return n;
+}
+
+/* Later runs stop waiting for a run this old: its batch keeps failing. */
+static bool
+run_expired(const WriterSlot *w, TimestampTz now)
+{
+	return TimestampDifferenceExceeds(w->run_taken_at, now, BUFFER_ORDER_WAIT_MS);
+}
+
+/*
+ * Before committing: wait until every run of our queue taken before ours is
+ * settled, so commits become visible in take order.  A run is settled once
+ * all of it is committed or given up; one whose batch keeps failing is not
+ * waited for past BUFFER_ORDER_WAIT_MS after it was taken.  When the writer of an earlier run waits for a lock that we hold (a row we
+ * inserted: a new series, an intent's key), waiting for it would be a
+ * deadlock no one detects: returns false, and the caller rolls back and
+ * writes its batch again, behind it.  Returns at once with one writer per
+ * queue.
+ */
+bool
+buffer_order_wait(buffer_blocks_cb blocks_writer)
+{
+	BufferQueue *q = MY_QUEUE;
+	bool		sleeping = false;
+	bool		ours = true;
 
 	for (;;)
 	{
-		BufferEntry *e;
-		uint64		off = *pos;
-		bool		ready;
-		Size		to_end;
+		pid_t		before = 0;
+		uint64		mine;
+		PGPROC	   *proc;
+		TimestampTz now = GetCurrentTimestamp();
 
 		SpinLockAcquire(&buf->mutex);
-		if (off < buf->head)
+		mine = MY_WRITER->open_run;
+		for (int i = 0; mine != 0 && i < BUFFER_MAX_WRITERS; i++)
 		{
-			/* The empty ring was restarted at its beginning (buffer_put). */
-			*pos = off = buf->head;
-		}
-		if (off >= buf->reserve)
-		{
-			SpinLockRelease(&buf->mutex);
-			break;
-		}
-		to_end = buf->capacity - (off % buf->capacity);
-		if (to_end < sizeof(BufferEntry))
-		{
-			SpinLockRelease(&buf->mutex);
-			*pos += to_end;
-			continue;
-		}
-		e = ENTRY_AT(off);
-		if (e->kind == ENTRY_WRAP)
-		{
-			SpinLockRelease(&buf->mutex);
-			*pos += e->total;
-			continue;
-		}
-		ready = (e->state == ENTRY_READY);
-		if (ready && n > 0 &&
-			(bytes + e->rows_len > max_bytes || events >= max_events))
-			ready = false;
-		if (ready)
-		{
-			e->state = ENTRY_TAKEN;
-			buf->events_ready -= e->nevents;
+			WriterSlot *w = &buf->writers[i];
+
+			if (i != my_slot && w->queue == MY_WRITER->queue && w->attached &&
+				w->open_run != 0 && w->open_run < mine && !run_expired(w, now))
+			{
+				before = w->pid;
+				break;
+			}
 		}
 		SpinLockRelease(&buf->mutex);
-		if (!ready)
+		if (before == 0)
 			break;
-		bytes += e->rows_len;
-		events += e->nevents;
-		*pos += e->total;
-		take(e, off, arg);
-		n++;
+		proc = BackendPidGetProc(before);
+		if (proc == NULL)
+			break;
+		if ((proc->wait_event_info & 0xFF000000) == PG_WAIT_LOCK &&
+			blocks_writer(before))
+		{
+			ours = false;
+			break;
+		}
+		if (!sleeping)
+		{
+			ConditionVariablePrepareToSleep(&q->order_cv);
+			sleeping = true;
+		}
+		(void) ConditionVariableTimedSleep(&q->order_cv, 10, PG_WAIT_EXTENSION);
 	}
-	return n;
+	if (sleeping)
+		ConditionVariableCancelSleep();
+	return ours;
+}
+
+/* Our run is committed or given up: later runs may commit. */
+void
+buffer_order_settle(void)
+{
+	bool		had;
+
+	SpinLockAcquire(&buf->mutex);
+	had = MY_WRITER->open_run != 0;
+	MY_WRITER->open_run = 0;
+	SpinLockRelease(&buf->mutex);
+	if (had)
+		ConditionVariableBroadcast(&MY_QUEUE->order_cv);
 }
 
 /*
@@ -746,7 +1050,7 @@ buffer_entry_ticket_live(BufferEntry *e)
 	{
 		t->state = SLOT_FAILED;
 		t->done_at = GetCurrentTimestamp();
-		buf->intents_waiting -= t->nintents;
+		buf->queues[t->queue].intents_waiting -= t->nintents;
 		failed_now = true;
 		live = false;
 	}
@@ -780,7 +1084,7 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 
 		if (t->generation == e->ticket_generation && t->state == SLOT_PENDING)
 		{
-			buf->intents_waiting -= t->nintents;
+			buf->queues[t->queue].intents_waiting -= t->nintents;
 			t->claimed = false;
 			t->done_at = GetCurrentTimestamp();
 			if (t->released)
@@ -806,29 +1110,49 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 		stats_add(STAT_INTENTS_FAILED, e->nintents);
 }
 
-/*
- * Free space from the head: entries that are done and whose ticket is
- * released (or abandoned).  Also publishes done_seq: every entry below
- * `next_seq` (the flusher's first unfinished entry) has its fate decided.
- */
-void
-buffer_advance_head(uint64 limit, uint64 next_seq, int64 rows_written)
+/* Seq of the first entry at or after `pos` in q, or seq_next.  Mutex held. */
+static uint64
+queue_seq_from(const BufferQueue *q, uint64 pos)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	pos = Max(pos, q->head);
+	if (skip_to_entry(q, &pos, q->reserve))
+		return ENTRY_AT(q, pos)->seq;
+	return buf->seq_next;
+}
 
-	SpinLockAcquire(&buf->mutex);
-	while (buf->head < limit)
+/*
+ * done_seq: below it every entry of both queues is decided.  Entries not
+ * taken yet start at each queue's take cursor; taken ones are bounded by
+ * each writer's oldest undecided entry.  Mutex held.
+ */
+static uint64
+compute_done_seq(void)
+{
+	uint64		done = buf->seq_next;
+
+	for (int i = 0; i < BUFFER_QUEUES; i++)
+		done = Min(done, queue_seq_from(&buf->queues[i], buf->queues[i].take));
+	for (int i = 0; i < BUFFER_MAX_WRITERS; i++)
+		done = Min(done, buf->writers[i].oldest_unfinished);
+	return done;
+}
+
+/* Free space from the head of q: done entries whose ticket is released. */
+static void
+advance_queue_head(BufferQueue *q, TimestampTz now)
+{
+	while (q->head < q->take)
 	{
-		uint64		off = buf->head;
-		Size		to_end = buf->capacity - (off % buf->capacity);
+		uint64		off = q->head;
+		Size		to_end = q->capacity - (off % q->capacity);
 		BufferEntry *e;
 
 		if (to_end < sizeof(BufferEntry))
 		{
-			buf->head += to_end;
+			q->head += to_end;
 			continue;
 		}
-		e = ENTRY_AT(off);
+		e = ENTRY_AT(q, off);
 		if (e->state != ENTRY_DONE)
 			break;
 		if (e->kind == ENTRY_ROWS && e->ticket_slot >= 0)
@@ -847,62 +1171,41 @@ buffer_advance_head(uint64 limit, uint64 next_seq, int64 rows_written)
 				t->state = SLOT_FREE;
 			}
 		}
-		buf->head += e->total;
+		q->head += e->total;
 	}
-	if (next_seq > buf->done_seq)
-		buf->done_seq = next_seq;
+}
+
+/*
+ * After a cycle: publish this writer's oldest undecided entry (`oldest`,
+ * PG_UINT64_MAX when none), free space from the head of its queue and
+ * tell flush() waiters how far the writers are.
+ */
+void
+buffer_advance_head(uint64 oldest, int64 rows_written)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&buf->mutex);
+	MY_WRITER->oldest_unfinished = oldest;
+	advance_queue_head(MY_QUEUE, now);
+	buf->done_seq = Max(buf->done_seq, compute_done_seq());
 	buf->rows_written += rows_written;
 	SpinLockRelease(&buf->mutex);
 	ConditionVariableBroadcast(&buf->flushed_cv);
 }
 
-/* Seq of the entry at `pos`, or seq_next when nothing is there yet. */
-uint64
-buffer_seq_at(uint64 pos)
-{
-	uint64		seq;
-
-	SpinLockAcquire(&buf->mutex);
-	pos = Max(pos, buf->head);
-	for (;;)
-	{
-		Size		to_end;
-		BufferEntry *e;
-
-		if (pos >= buf->reserve)
-		{
-			seq = buf->seq_next;
-			break;
-		}
-		to_end = buf->capacity - (pos % buf->capacity);
-		if (to_end < sizeof(BufferEntry))
-		{
-			pos += to_end;
-			continue;
-		}
-		e = ENTRY_AT(pos);
-		if (e->kind == ENTRY_WRAP)
-		{
-			pos += e->total;
-			continue;
-		}
-		seq = e->seq;
-		break;
-	}
-	SpinLockRelease(&buf->mutex);
-	return seq;
-}
-
-/* What the flusher needs to decide whether to flush now. */
+/* What a writer needs to decide whether to flush now (its own queue). */
 void
 buffer_flusher_status(int64 *events_ready, int *intents_waiting,
 					  bool *flush_requested, bool *any_pending)
 {
+	BufferQueue *q = MY_QUEUE;
+
 	SpinLockAcquire(&buf->mutex);
-	*events_ready = buf->events_ready;
-	*intents_waiting = buf->intents_waiting;
+	*events_ready = q->events_ready;
+	*intents_waiting = q->intents_waiting;
 	*flush_requested = buf->flush_target > buf->done_seq;
-	*any_pending = buf->reserve != buf->head;
+	*any_pending = q->reserve != q->head;
 	SpinLockRelease(&buf->mutex);
 }
 
@@ -912,30 +1215,29 @@ buffer_flusher_status(int64 *events_ready, int *intents_waiting,
  */
 
 /*
- * Ask the flusher to flush now; returns the seq every entry below which
- * must be done for the caller's data to be committed, and the rows
- * written so far.  False when no flusher runs.
+ * Ask the writers to flush now; returns the seq every entry below which
+ * must be decided for the caller's data to be committed, and the rows
+ * written so far.  False when no writer runs.
  */
 bool
 buffer_request_flush(uint64 *target_seq, uint64 *rows_before)
 {
-	Latch	   *wake;
-	bool		running;
+	Latch	   *wake[BUFFER_MAX_WRITERS];
+	int			nwake = 0;
 
 	SpinLockAcquire(&buf->mutex);
 	*target_seq = buf->seq_next;
 	*rows_before = buf->rows_written;
-	running = buf->flusher_latch != NULL;
 	if (buf->seq_next > buf->flush_target)
 		buf->flush_target = buf->seq_next;
-	wake = buf->flusher_latch;
+	for (int i = 0; i < BUFFER_QUEUES; i++)
+		nwake += queue_latches((BufferQueueId) i, wake + nwake);
 	SpinLockRelease(&buf->mutex);
-	if (wake)
-		SetLatch(wake);
-	return running;
+	set_latches(wake, nwake);
+	return nwake > 0;
 }
 
-/* Sleep until done_seq reaches target; false if the flusher went away. */
+/* Sleep until done_seq reaches target; false if every writer went away. */
 bool
 buffer_wait_flushed(uint64 target_seq, uint64 *rows_after)
 {
@@ -945,11 +1247,13 @@ buffer_wait_flushed(uint64 target_seq, uint64 *rows_after)
 	for (;;)
 	{
 		bool		done;
-		bool		gone;
+		bool		gone = true;
 
 		SpinLockAcquire(&buf->mutex);
 		done = buf->done_seq >= target_seq;
-		gone = buf->flusher_latch == NULL;
+		for (int i = 0; i < BUFFER_MAX_WRITERS; i++)
+			if (buf->writers[i].latch != NULL)
+				gone = false;
 		*rows_after = buf->rows_written;
 		SpinLockRelease(&buf->mutex);
 		if (done)

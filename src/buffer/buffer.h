@@ -21,6 +21,14 @@ typedef enum BufferPutStatus
 	BUFFER_PUT_UNAVAILABLE,		/* no flusher / shutting down: 503 */
 } BufferPutStatus;
 
+/* Room for a request of some size, decided before its body is parsed. */
+typedef enum BufferRoom
+{
+	BUFFER_ROOM_NONE,			/* 429 */
+	BUFFER_ROOM_INTENTS_ONLY,	/* only a request with payment intents fits */
+	BUFFER_ROOM_ANY,
+} BufferRoom;
+
 typedef enum TicketState
 {
 	TICKET_PENDING,				/* not committed yet */
@@ -37,6 +45,7 @@ typedef struct BufferTicket
 /* Producer side (ingest workers). */
 extern bool buffer_accepting(void);	/* a flusher is attached, not shutting down */
 extern bool buffer_has_room(Size bytes);	/* cheap pre-check before parsing */
+extern BufferRoom buffer_room(Size bytes);	/* the same, intents-aware */
 extern BufferPutStatus buffer_put(const MapResult *result, BufferTicket *ticket);
 extern TicketState buffer_ticket_poll(const BufferTicket *ticket,
 									  IntentOutcome *outcomes, int noutcomes);

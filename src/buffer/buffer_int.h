@@ -4,14 +4,35 @@
  *	  stored in the ring, taking them, posting their tickets, freeing space.
  *
  * Producers use buffer.h only.  An *entry* is one request's row batch;
- * it moves RESERVED (being copied) -> READY -> TAKEN (in a flusher batch)
+ * it moves RESERVED (being copied) -> READY -> TAKEN (in a writer's batch)
  * -> DONE (committed or dropped; space freed once its ticket is released).
+ * A *writer* is one flusher process; each serves one queue from its own
+ * slot, and takes *runs* (consecutive ready entries) from the queue.
  *-------------------------------------------------------------------------
  */
 #ifndef MACHPAY_BUFFER_INT_H
 #define MACHPAY_BUFFER_INT_H
 
 #include "buffer/buffer.h"
+
+/*
+ * The two queues: requests with payment intents have a region and a writer
+ * of their own (so telemetry never fills their room nor delays their
+ * commit); everything else goes to the telemetry queue.
+ */
+typedef enum BufferQueueId
+{
+	QUEUE_TELEMETRY = 0,
+	QUEUE_INTENTS,
+} BufferQueueId;
+
+#define BUFFER_QUEUES			2
+/* The intents queue gets 1/BUFFER_INTENTS_SHARE of machpay.buffer_size. */
+#define BUFFER_INTENTS_SHARE	8
+/* Writer slots: the intents writer and up to 64 telemetry writers. */
+#define BUFFER_MAX_WRITERS		65
+/* Longest a writer waits for an earlier run's commit (buffer_order_wait). */
+#define BUFFER_ORDER_WAIT_MS	5000
 
 /* How long a request's payment intents may wait for their commit. */
 #define BUFFER_INTENT_WAIT_MS	5000
@@ -29,6 +50,8 @@ typedef enum BufferFlushNote
 	FLUSH_NOTE_START,			/* a transaction begins */
 	FLUSH_NOTE_WRITABLE,		/* it wrote (committed, or gave up only for dead tickets) */
 	FLUSH_NOTE_FAILED,			/* it raised an error */
+	FLUSH_NOTE_REFUSED,			/* the tables refused its rows (a data error):
+								 * says nothing of the database */
 } BufferFlushNote;
 
 typedef enum BufferEntryKind
@@ -51,6 +74,8 @@ typedef struct BufferEntry
 	uint32		state;			/* BufferEntryState */
 	Size		total;			/* bytes of the entry, header included */
 	uint64		seq;
+	int32		queue;			/* BufferQueueId */
+	int32		taken_by;		/* writer slot once TAKEN, else -1 */
 	Size		rows_len;
 	int32		nevents;		/* accepted events */
 	int32		nintents;		/* ROW_INTENT rows */
@@ -69,22 +94,26 @@ typedef struct BufferEntry
 	 MAXALIGN(sizeof(IntentOutcome) * (e)->nintents))
 
 typedef void (*buffer_take_cb) (BufferEntry *entry, uint64 off, void *arg);
+/* Does this process hold a lock the writer `pid` waits for? */
+typedef bool (*buffer_blocks_cb) (pid_t pid);
 
 extern bool buffer_available(void);
-extern uint64 buffer_flusher_attach(bool accepting);
+extern int	buffer_flusher_attach(int slot, BufferQueueId queue, bool accepting,
+								  buffer_take_cb take, void *arg);
 extern void buffer_flusher_set_accepting(bool accepting);
 extern void buffer_flusher_detach(void);
 extern void buffer_begin_shutdown(void);
-extern bool buffer_has_reserved(uint64 from);
-extern int	buffer_take(uint64 *pos, Size max_bytes, int64 max_events,
+extern bool buffer_has_reserved(void);
+extern int	buffer_take(Size max_bytes, int64 max_events, int max_entries,
 						buffer_take_cb take, void *arg);
+extern bool buffer_order_wait(buffer_blocks_cb blocks_writer);
+extern void buffer_order_settle(void);
 extern bool buffer_claim_tickets(BufferEntry **entries, int n);
 extern void buffer_unclaim_tickets(BufferEntry **entries, int n);
 extern bool buffer_entry_ticket_live(BufferEntry *e);
 extern void buffer_entry_finish(BufferEntry *e, bool committed,
 								const IntentOutcome *outcomes);
-extern void buffer_advance_head(uint64 limit, uint64 next_seq, int64 rows_written);
-extern uint64 buffer_seq_at(uint64 pos);
+extern void buffer_advance_head(uint64 oldest_unfinished, int64 rows_written);
 extern void buffer_flusher_note(BufferFlushNote note);
 extern bool buffer_db_stalled(void);
 extern void buffer_flusher_status(int64 *events_ready, int *intents_waiting,

@@ -15,6 +15,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "access/htup_details.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -72,6 +73,9 @@ machpay_flush(PG_FUNCTION_ARGS)
 	if (!buffer_wait_flushed(target, &after))
 		ereport(WARNING,
 				(errmsg("machpay flusher stopped before the buffer was flushed")));
+	/* Telemetry may have committed asynchronously: make it durable too. */
+	if (!RecoveryInProgress())
+		XLogFlush(GetXLogInsertRecPtr());
 	PG_RETURN_INT64((int64) (after - before));
 }
 
@@ -118,11 +122,12 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 	opts.remote_addr = NULL;
 	opts.record_rejects = true;
 	map_jsonb(payload, &opts, &result);
-	if (result.status == MAP_BAD_REQUEST)
+	if (result.status != MAP_OK)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				(errcode(result.status == MAP_BAD_REQUEST ? ERRCODE_INVALID_PARAMETER_VALUE :
+						 ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("invalid ingest payload: %s",
-						result.bad_request_message ? result.bad_request_message : "bad request")));
+						result.refusal_message ? result.refusal_message : "bad request")));
 
 	if (result.rows.len > 0)
 	{

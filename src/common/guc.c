@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include <limits.h>
+#include <unistd.h>
 
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -17,10 +18,12 @@
 #include "common/machpay.h"
 
 char	   *machpay_database = NULL;
+char	   *machpay_worker_role = NULL;
 char	   *machpay_listen_addresses = NULL;
 int			machpay_port = 8080;
 int			machpay_sse_port = 8081;
 int			machpay_http_workers = 1;
+int			machpay_flush_workers = 1;
 int			machpay_buffer_size_kb = 64 * 1024;
 int			machpay_batch_size = 1000;
 int			machpay_flush_interval_ms = 1000;
@@ -36,6 +39,7 @@ int			machpay_sse_max_clients = 1000;
 char	   *machpay_sse_allow_origin = NULL;
 bool		machpay_notify_telemetry = false;
 int			machpay_flush_retry_window_s = 60;
+int			machpay_max_series_per_entity = 10000;
 int			machpay_sse_heartbeat_interval_ms = 15000;
 int			machpay_http_max_connections = 10000;
 int			machpay_http_header_timeout_ms = 10000;
@@ -44,6 +48,23 @@ int			machpay_http_max_header_size = 16384;
 int			machpay_http2_max_streams = 100;
 int			machpay_http2_max_resets = 200;
 int			machpay_http2_max_control_frames = 1000;
+int			machpay_max_events_per_request = 10000;
+int			machpay_max_rows_per_request = 100000;
+int			machpay_max_rejects_per_request = 1000;
+int			machpay_max_rows_per_body_byte = 32;
+int			machpay_flush_lock_timeout_ms = 2000;
+
+/*
+ * Telemetry writers that fit the machine: half its cores (the ingest
+ * workers and the clients need the rest), at least one.
+ */
+static int
+default_flush_workers(void)
+{
+	long		cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return (int) Max(1, Min(cores / 2, 16));
+}
 
 static void
 define_postmaster_gucs(void)
@@ -51,6 +72,10 @@ define_postmaster_gucs(void)
 	DefineCustomStringVariable("machpay.database",
 							   gettext_noop("Database the machpay_receiver workers connect to."),
 							   NULL, &machpay_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("machpay.worker_role",
+							   gettext_noop("Role the workers act as once the extension exists; empty keeps the bootstrap superuser."),
+							   NULL, &machpay_worker_role, "machpay_worker",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("machpay.listen_addresses",
 							   gettext_noop("Addresses the ingest and SSE servers bind to (\"*\" for all)."),
@@ -67,6 +92,11 @@ define_postmaster_gucs(void)
 	DefineCustomIntVariable("machpay.http_workers",
 							gettext_noop("Number of ingest HTTP workers sharing the port (SO_REUSEPORT)."),
 							NULL, &machpay_http_workers, 1, 1, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.flush_workers",
+							gettext_noop("Number of writer processes flushing telemetry in parallel (payment intents have a writer of their own)."),
+							gettext_noop("The default is half the machine's cores, at least 1."),
+							&machpay_flush_workers, default_flush_workers(), 1, 64,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.buffer_size",
 							gettext_noop("Size of the shared-memory buffer of validated rows."),
@@ -101,6 +131,27 @@ define_reloadable_gucs(void)
 							gettext_noop("Largest request body accepted, after decompression too."),
 							NULL, &machpay_max_body_size, 8 * 1024 * 1024, 1024, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_events_per_request",
+							gettext_noop("Most events one request may hold; more is answered 413 before the rest is read (0 = no limit)."),
+							NULL, &machpay_max_events_per_request, 10000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_rows_per_request",
+							gettext_noop("Most rows the accepted events of one request may yield; more is answered 413 (0 = no limit)."),
+							NULL, &machpay_max_rows_per_request, 100000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_rejects_per_request",
+							gettext_noop("Most rejected events in one request; more is answered 422 before the rest is read and nothing is stored (0 = no limit)."),
+							NULL, &machpay_max_rejects_per_request, 1000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_rows_per_body_byte",
+							gettext_noop("Most rows (dead letters included) per byte of a request body as sent, before decompression; more is answered 413 (0 = no limit)."),
+							NULL, &machpay_max_rows_per_body_byte, 32, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.flush_lock_timeout",
+							gettext_noop("How long a flush waits for a table lock before it fails and is retried (0 = no limit)."),
+							gettext_noop("A table locked by another session then delays only the rows bound for it: intents are committed on their own meanwhile."),
+							&machpay_flush_lock_timeout_ms, 2000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomBoolVariable("machpay.auth",
 							 gettext_noop("Require ingest keys on ingest and console keys on the SSE stream."),
 							 NULL, &machpay_auth, true,
@@ -133,6 +184,10 @@ define_reloadable_gucs(void)
 							gettext_noop("How long the flusher retries buffered telemetry that cannot be written before dropping it."),
 							NULL, &machpay_flush_retry_window_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.max_series_per_entity",
+							gettext_noop("Most metric series one entity may have; rows of new series past it are dropped and counted. 0 = no limit."),
+							NULL, &machpay_max_series_per_entity, 10000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.sse_heartbeat_interval",
 							gettext_noop("Interval of the comment heartbeat on SSE streams; 0 disables it."),
 							NULL, &machpay_sse_heartbeat_interval_ms, 15000, 0, 3600 * 1000,

@@ -19,7 +19,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
-#include "mapper/base58.h"
+#include "common/base58.h"
 #include "common/machpay.h"
 
 PG_FUNCTION_INFO_V1(machpay_create_ingest_key);

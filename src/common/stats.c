@@ -35,6 +35,8 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_ROWS_PAYMENT_INTENTS] = "rows_payment_intents",
 	[STAT_ROWS_INGEST_REJECTS] = "rows_ingest_rejects",
 	[STAT_INTENTS_DUPLICATE] = "intents_duplicate",
+	[STAT_SERIES_REMOVALS] = "series_removals",
+	[STAT_ROWS_SERIES_LIMIT] = "rows_dropped_series_limit",
 	[STAT_EVENTS_ACCEPTED] = "events_accepted",
 	[STAT_EVENTS_REJECTED] = "events_rejected",
 	[STAT_FLUSHES] = "flushes",
@@ -73,6 +75,10 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_HTTP_EVENTS_ACCEPTED_LOG] = "http_events_accepted_log",
 	[STAT_HTTP_EVENTS_REJECTED] = "http_events_rejected",
 	[STAT_HTTP_EVENTS_REFUSED] = "http_events_refused",
+	[STAT_SSE_NOTIFICATIONS_FORGED] = "sse_notifications_forged",
+	[STAT_SSE_NOTIFICATIONS_REPLAYED] = "sse_notifications_replayed",
+	[STAT_SSE_NOTIFICATIONS_INVALID] = "sse_notifications_invalid",
+	[STAT_SSE_INTENTS_REPLAYED] = "sse_intents_replayed",
 };
 
 Size

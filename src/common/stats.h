@@ -20,6 +20,8 @@ typedef enum StatCounter
 	STAT_ROWS_PAYMENT_INTENTS,
 	STAT_ROWS_INGEST_REJECTS,
 	STAT_INTENTS_DUPLICATE,
+	STAT_SERIES_REMOVALS,			/* commits that removed metric_series rows: caches start over */
+	STAT_ROWS_SERIES_LIMIT,			/* metric rows dropped: new series past max_series_per_entity */
 	STAT_EVENTS_ACCEPTED,
 	STAT_EVENTS_REJECTED,
 	/* flusher (flusher.c, buffer.c) */
@@ -60,6 +62,11 @@ typedef enum StatCounter
 	STAT_HTTP_EVENTS_ACCEPTED_LOG,
 	STAT_HTTP_EVENTS_REJECTED,		/* events rejected by validation */
 	STAT_HTTP_EVENTS_REFUSED,		/* events of requests answered 429/503 */
+	/* SSE relay (sse_events.c) */
+	STAT_SSE_NOTIFICATIONS_FORGED,	/* not signed by the receiver: dropped */
+	STAT_SSE_NOTIFICATIONS_REPLAYED,	/* signed, sent again: dropped */
+	STAT_SSE_NOTIFICATIONS_INVALID, /* signed but not relayable (bad JSON, too deep): dropped */
+	STAT_SSE_INTENTS_REPLAYED,		/* payment_intent events read back after a reconnect */
 	STAT_COUNTER_COUNT
 } StatCounter;
 

@@ -17,6 +17,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
@@ -50,6 +51,15 @@ machpay_register_worker(const char *function, const char *name, const char *type
 /*
  * Install the standard signal handlers (SIGHUP sets ConfigReloadPending,
  * SIGTERM sets ShutdownRequestPending) and connect to machpay.database.
+ *
+ * The workers run SQL as the bootstrap superuser: with the database's
+ * search_path, a function or operator that any role with CREATE on a
+ * schema of that path defines with a closer argument match (a
+ * public.unnest(timestamptz[]) beats pg_catalog.unnest(anyarray)) would run
+ * with the worker's rights.  So the path is pinned to the system catalog
+ * (and the worker's temporary schema, last) at the level of a session SET:
+ * it outranks ALTER DATABASE / ALTER ROLE settings, and functions may still
+ * set their own.
  */
 void
 machpay_worker_attach(const char *role)
@@ -58,6 +68,7 @@ machpay_worker_attach(const char *role)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(machpay_database, NULL, 0);
+	SetConfigOption("search_path", MACHPAY_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_SESSION);
 	pgstat_report_appname(role);
 }
 
@@ -89,8 +100,47 @@ extension_exists(void)
 }
 
 /*
- * Returns true once the extension exists, false if shutdown was requested
- * while waiting.  Config reloads are processed while waiting.
+ * From now on act as machpay.worker_role (SET SESSION AUTHORIZATION), so
+ * that what the worker runs is checked against that role's grants
+ * (schema/90_privileges.sql) and a bug in a worker is not a superuser's.
+ * The worker connects as the bootstrap superuser, since the role exists
+ * only once CREATE EXTENSION made it; the switch follows the wait for the
+ * extension.  False (logged once) while the role does not exist: the
+ * worker waits rather than go on as a superuser.
+ */
+bool
+machpay_worker_become_role(const char *role)
+{
+	static bool done = false;
+	static bool logged = false;
+	bool		exists;
+
+	if (done || machpay_worker_role == NULL || machpay_worker_role[0] == '\0')
+		return true;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	exists = OidIsValid(get_role_oid(machpay_worker_role, true));
+	if (exists)
+		SetConfigOption("session_authorization", machpay_worker_role, PGC_SUSET, PGC_S_SESSION);
+	CommitTransactionCommand();
+	if (exists)
+	{
+		done = true;
+		return true;
+	}
+	if (!logged)
+		ereport(LOG,
+				(errmsg("%s waiting for role \"%s\" (machpay.worker_role)", role, machpay_worker_role),
+				 errhint("CREATE EXTENSION %s creates \"machpay_worker\"; another role must exist and have its grants.",
+						 MACHPAY_EXTENSION_NAME)));
+	logged = true;
+	return false;
+}
+
+/*
+ * Returns true once the extension exists (and the worker acts as
+ * machpay.worker_role), false if shutdown was requested while waiting.
+ * Config reloads are processed while waiting.
  */
 bool
 machpay_worker_wait_for_extension(const char *role)
@@ -106,7 +156,7 @@ machpay_worker_wait_for_extension(const char *role)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (extension_exists())
+		if (extension_exists() && machpay_worker_become_role(role))
 			return true;
 		if (!logged)
 		{

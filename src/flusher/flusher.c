@@ -6,12 +6,28 @@
  * A *batch* is the set of buffer entries one flush commits.  A flush runs
  * when machpay.flush_interval has passed, machpay.batch_size events wait,
  * payment intents wait (group commit: they never wait for the timer) or
- * machpay.flush() asks.  A failed flush is split in halves to commit what
- * can be committed; the rest is kept and retried with capped exponential
- * backoff; telemetry is dropped (and counted) only after
- * machpay.flush_retry_window, intents fail their ticket (503) at their deadline,
- * never silently.  On SIGTERM the buffer stops accepting and everything
- * accepted is flushed before exit.
+ * machpay.flush() asks.
+ *
+ * The flusher is several *writers*, one process each: the intents writer
+ * drains the intents queue (requests with payment intents, committed as
+ * soon as they arrive, several requests per transaction when they arrive
+ * together: group commit), and machpay.flush_workers telemetry writers take
+ * disjoint runs of the telemetry queue, write them in parallel and commit
+ * them in the order they were taken (buffer_order_wait).
+ *
+ * Failures are of two kinds.  When the tables refuse some rows (a *data*
+ * error: a constraint, a trigger, a value an input function rejects) the
+ * batch is split at once, intents first, until the entry at fault is
+ * *isolated*: alone it still fails.  An isolated entry's intents are tried
+ * on their own (committed: 200; refused: 503 now); its telemetry is copied
+ * out of the ring (so it holds no buffer space) and retried alone with its
+ * own backoff until machpay.flush_retry_window, then dropped and counted.
+ * Nothing else waits for it.  When the *database* fails (disk full, lock
+ * or resource errors) everything is kept and retried with capped
+ * exponential backoff, intents alone every FLUSH_BACKOFF_MIN_MS until
+ * their deadline (503), telemetry until the retry window (dropped and
+ * counted), never silently.  On SIGTERM the buffer stops accepting and
+ * everything accepted is flushed before exit.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,8 +40,12 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "storage/procsignal.h"
 #include "tcop/tcopprot.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -38,6 +58,9 @@
 #include "flusher/writer.h"
 
 #define FLUSHER_NAME			"machpay flusher"
+#define INTENT_WRITER_NAME		"machpay intent writer"
+/* Entries one take may add to the batch (room is made before taking). */
+#define FLUSH_TAKE_MAX_ENTRIES	4096
 /* Largest batch, in row bytes: bounds the flusher's memory per flush. */
 #define FLUSH_MAX_BATCH_BYTES	(32 * 1024 * 1024)
 #define FLUSH_BACKOFF_MIN_MS	100
@@ -46,6 +69,10 @@
 #define FLUSH_SHUTDOWN_WINDOW_MS 20000
 /* Transactions one failed flush may spend isolating the entries at fault. */
 #define FLUSH_BISECT_BUDGET		32
+/* Isolated entries retried per cycle, at most. */
+#define FLUSH_ISOLATED_RETRIES	8
+/* Telemetry of isolated entries kept in the flusher's memory, at most. */
+#define FLUSH_MAX_HELD_BYTES	(64 * 1024 * 1024)
 
 typedef enum FlusherState
 {
@@ -58,9 +85,15 @@ typedef enum FlusherState
 
 typedef struct BatchEntry
 {
-	BufferEntry *entry;
+	BufferEntry *entry;			/* in the ring, or a held copy (held) */
 	bool		include;		/* part of the current attempt */
+	bool		intents_part;	/* the attempt writes only its intent rows */
 	bool		finished;
+	bool		isolated;		/* fails alone on a data error: tried alone */
+	bool		held;			/* entry is our copy, its ring space is free */
+	int			failures;		/* isolated: attempts failed, for its backoff */
+	TimestampTz retry_at;		/* isolated: next attempt */
+	TimestampTz last_try;		/* isolated: latest attempt */
 	TimestampTz first_failure;	/* 0 = never failed */
 } BatchEntry;
 
@@ -68,7 +101,8 @@ typedef enum AttemptResult
 {
 	ATTEMPT_NOTHING,
 	ATTEMPT_COMMITTED,
-	ATTEMPT_FAILED,
+	ATTEMPT_FAILED,				/* the database failed */
+	ATTEMPT_REFUSED,			/* the tables refused rows: a data error */
 } AttemptResult;
 
 static FlusherState state = FLUSHER_WAITING;
@@ -76,22 +110,39 @@ static BatchEntry *batch = NULL;
 static int	nbatch = 0;
 static int	maxbatch = 0;
 static Size batch_bytes = 0;
-static uint64 take_pos = 0;
+static int	my_slot = -1;		/* writer slot: 0 intents, 1.. telemetry */
 static MemoryContext flush_cxt = NULL;
 static int	consecutive_failures = 0;
 static TimestampTz retry_at = 0;
 static TimestampTz last_flush = 0;
 static TimestampTz last_attempt = 0;
 static bool timer_due = false;	/* flush_interval passed: flush all that is ready */
+static Size held_bytes = 0;		/* rows of held entries */
+static bool commit_durably = false; /* flush() waits or we drain: no async commit */
+static char last_error[256];	/* message of the latest failed attempt */
 
 PGDLLEXPORT void flusher_main(Datum main_arg);
 
+static bool is_data_error(int sqlerrcode);
+static void hold_telemetry(BatchEntry *b, const IntentOutcome *outcomes);
+
+/*
+ * The intents writer (slot 0) and `n` telemetry writers (slots 1..n).
+ * Never on a standby: they start once the server accepts writes.
+ */
 void
-flusher_register_worker(void)
+flusher_register_workers(int n)
 {
-	/* Never on a standby: it starts once the server accepts writes. */
-	machpay_register_worker("flusher_main", FLUSHER_NAME, FLUSHER_NAME,
-							BgWorkerStart_RecoveryFinished, 1, (Datum) 0);
+	machpay_register_worker("flusher_main", INTENT_WRITER_NAME, INTENT_WRITER_NAME,
+							BgWorkerStart_RecoveryFinished, 1, Int32GetDatum(0));
+	for (int i = 1; i <= n && i < BUFFER_MAX_WRITERS; i++)
+	{
+		char		name[BGW_MAXLEN];
+
+		snprintf(name, sizeof(name), "%s %d", FLUSHER_NAME, i);
+		machpay_register_worker("flusher_main", name, FLUSHER_NAME,
+								BgWorkerStart_RecoveryFinished, 1, Int32GetDatum(i));
+	}
 }
 
 static void
@@ -112,28 +163,54 @@ report_state(FlusherState s, const char *detail)
 						   STATE_RUNNING : STATE_IDLE, msg);
 }
 
+/*
+ * A flush waits for a table lock at most machpay.flush_lock_timeout: a
+ * table another session holds locked then fails the attempt like any
+ * database failure, and intents are committed on their own meanwhile.
+ */
+static void
+apply_lock_timeout(void)
+{
+	char		value[32];
+
+	snprintf(value, sizeof(value), "%d", machpay_flush_lock_timeout_ms);
+	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 static void
 flusher_on_exit(int code, Datum arg)
 {
 	buffer_flusher_detach();
 }
 
-/* buffer_take callback: append to the batch. */
+/* Room for `more` entries in the batch: take_entry must not fail. */
+static void
+reserve_batch(int more)
+{
+	if (nbatch + more <= maxbatch)
+		return;
+	maxbatch = Max(maxbatch * 2, nbatch + more);
+	batch = batch ? repalloc(batch, sizeof(BatchEntry) * maxbatch) :
+		MemoryContextAlloc(TopMemoryContext, sizeof(BatchEntry) * maxbatch);
+}
+
+/* buffer_take callback: append to the batch (room made by reserve_batch). */
 static void
 take_entry(BufferEntry *entry, uint64 off, void *arg)
 {
-	if (nbatch == maxbatch)
-	{
-		maxbatch = maxbatch ? maxbatch * 2 : 256;
-		batch = batch ? repalloc(batch, sizeof(BatchEntry) * maxbatch) :
-			MemoryContextAlloc(TopMemoryContext, sizeof(BatchEntry) * maxbatch);
-	}
+	Assert(nbatch < maxbatch);
+	memset(&batch[nbatch], 0, sizeof(BatchEntry));
 	batch[nbatch].entry = entry;
-	batch[nbatch].include = false;
-	batch[nbatch].finished = false;
-	batch[nbatch].first_failure = 0;
 	nbatch++;
 	batch_bytes += entry->rows_len;
+}
+
+/* buffer_flusher_attach callback: leftovers of a crash, not under a lock. */
+static void
+retake_entry(BufferEntry *entry, uint64 off, void *arg)
+{
+	reserve_batch(1);
+	take_entry(entry, off, arg);
 }
 
 static int64
@@ -142,7 +219,7 @@ batch_events(void)
 	int64		n = 0;
 
 	for (int i = 0; i < nbatch; i++)
-		if (!batch[i].finished)
+		if (!batch[i].finished && !batch[i].held)
 			n += batch[i].entry->nevents;
 	return n;
 }
@@ -154,14 +231,41 @@ compact_batch(void)
 	int			j = 0;
 
 	batch_bytes = 0;
+	held_bytes = 0;
 	for (int i = 0; i < nbatch; i++)
 	{
 		if (batch[i].finished)
+		{
+			if (batch[i].held)
+				pfree(batch[i].entry);
 			continue;
+		}
 		batch[j++] = batch[i];
-		batch_bytes += batch[i].entry->rows_len;
+		if (batch[i].held)
+			held_bytes += batch[i].entry->rows_len;
+		else
+			batch_bytes += batch[i].entry->rows_len;
 	}
 	nbatch = j;
+}
+
+/*
+ * Decide an entry's fate.  A held entry is our own copy: it has no ticket
+ * and its ring space was freed when it was copied.
+ */
+static void
+finish_entry(BatchEntry *b, bool committed, const IntentOutcome *outcomes)
+{
+	if (!b->held)
+		buffer_entry_finish(b->entry, committed, outcomes);
+	b->finished = true;
+}
+
+/* Events of an entry that are telemetry (dropped, not failed, when given up). */
+static int64
+telemetry_events(const BufferEntry *e)
+{
+	return e->nevents - e->events_by_source[SOURCE_PAYMENT_INTENT];
 }
 
 /*
@@ -187,9 +291,12 @@ drop_dead_tickets(bool compact)
 static void
 publish_progress(int64 rows)
 {
-	uint64		next_seq = nbatch > 0 ? batch[0].entry->seq : buffer_seq_at(take_pos);
+	uint64		oldest = PG_UINT64_MAX;
 
-	buffer_advance_head(take_pos, next_seq, rows);
+	for (int i = 0; i < nbatch; i++)
+		if (!batch[i].finished)
+			oldest = Min(oldest, batch[i].entry->seq);
+	buffer_advance_head(oldest, rows);
 }
 
 static void
@@ -218,6 +325,41 @@ observe_duration(TimestampTz start)
 }
 
 /*
+ * A telemetry-only transaction nobody waits for commits without waiting for
+ * its WAL flush (synchronous_commit off, for this transaction only).  Its
+ * 202s promised no durability, and a commit that waits for the flush of a
+ * whole batch's WAL would hold the NOTIFY queue's lock all that time, which
+ * payment intents committing beside it (they NOTIFY too) would wait for.
+ * Intents, flush() and the drain on shutdown commit with the server's
+ * setting.
+ */
+static void
+commit_telemetry_lazily(bool lazily)
+{
+	if (lazily)
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/* buffer_order_wait: does the writer `pid` wait for a lock of ours? */
+static bool
+blocks_writer(pid_t pid)
+{
+	ArrayType  *blockers;
+	Datum	   *pids;
+	int			n;
+	bool		found = false;
+
+	blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+													  Int32GetDatum(pid)));
+	deconstruct_array(blockers, INT4OID, sizeof(int32), true, TYPALIGN_INT,
+					  &pids, NULL, &n);
+	for (int i = 0; i < n && !found; i++)
+		found = DatumGetInt32(pids[i]) == MyProcPid;
+	return found;
+}
+
+/*
  * One transaction writing the included entries.  Returns the outcome; on
  * success the entries are finished and their tickets posted.
  */
@@ -233,6 +375,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 	volatile bool committed = false;
 	volatile bool claimed = false;
 	volatile bool retry;
+	volatile bool refused = false;
 	TimestampTz start = GetCurrentTimestamp();
 	volatile int64 nevents = 0;
 	char		detail[64];
@@ -259,6 +402,16 @@ attempt_flush(int64 *rows_out, bool quiet)
 				continue;
 			entries[n++] = e;
 			nintents += e->nintents;
+			if (batch[i].intents_part)
+			{
+				/* only the request's intents: its telemetry is at fault */
+				nevents += e->events_by_source[SOURCE_PAYMENT_INTENT];
+				wr.events_by_source[SOURCE_PAYMENT_INTENT] +=
+					e->events_by_source[SOURCE_PAYMENT_INTENT];
+				(void) rowbuf_copy_kind(&rows, BUFFER_ENTRY_ROWS(e), e->rows_len,
+										ROW_INTENT, true);
+				continue;
+			}
 			nevents += e->nevents;
 			for (int s = 0; s < EVENT_SOURCE_COUNT; s++)
 				wr.events_by_source[s] += e->events_by_source[s];
@@ -276,6 +429,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 		{
 			SetCurrentStatementStartTimestamp();
 			StartTransactionCommand();
+			commit_telemetry_lazily(nintents == 0 && !commit_durably);
 			PushActiveSnapshot(GetTransactionSnapshot());
 			/* The writer's results must outlive the commit. */
 			MemoryContextSwitchTo(flush_cxt);
@@ -285,6 +439,7 @@ attempt_flush(int64 *rows_out, bool quiet)
 
 			if (nintents > 0)
 			{
+				/* writer_write_batch() made this commit durable (writer.c). */
 				outcomes = palloc0(sizeof(IntentOutcome) * nintents);
 				if (wr.intents && wr.nintents > 0)
 					memcpy(outcomes, wr.intents,
@@ -303,6 +458,16 @@ attempt_flush(int64 *rows_out, bool quiet)
 				}
 				else
 					claimed = true;
+			}
+			/* Runs taken before ours become visible first. */
+			if (!retry && !buffer_order_wait(blocks_writer))
+			{
+				/* An earlier run waits for our rows: step back, behind it. */
+				if (claimed)
+					buffer_unclaim_tickets(entries, n);
+				claimed = false;
+				retry = true;
+				AbortCurrentTransaction();
 			}
 			if (!retry)
 			{
@@ -323,7 +488,9 @@ attempt_flush(int64 *rows_out, bool quiet)
 			MemoryContextSwitchTo(flush_cxt);
 			if (claimed)
 				buffer_unclaim_tickets(entries, n);
-			buffer_flusher_note(FLUSH_NOTE_FAILED);
+			refused = is_data_error(edata->sqlerrcode);
+			buffer_flusher_note(refused ? FLUSH_NOTE_REFUSED : FLUSH_NOTE_FAILED);
+			strlcpy(last_error, edata->message, sizeof(last_error));
 			ereport(quiet ? DEBUG1 : LOG,
 					(errmsg("machpay flush of " INT64_FORMAT " events failed: %s",
 							nevents, edata->message),
@@ -342,11 +509,20 @@ attempt_flush(int64 *rows_out, bool quiet)
 		}
 	} while (retry);
 
+	/*
+	 * A commit that waits for a synchronous standby stops waiting, and
+	 * returns as if done, when the postmaster dies: the standby may not have
+	 * it, and a failover may lose it.  Answer nothing then; the requests end
+	 * with their connections.
+	 */
+	if (committed && !PostmasterIsAlive())
+		proc_exit(1);
+
 	if (!committed)
 	{
 		if (!quiet)
 			stats_add(STAT_FLUSH_FAILURES, 1);
-		return ATTEMPT_FAILED;
+		return refused ? ATTEMPT_REFUSED : ATTEMPT_FAILED;
 	}
 
 	/* Hand each entry its slice of the batch-order outcomes. */
@@ -359,9 +535,11 @@ attempt_flush(int64 *rows_out, bool quiet)
 
 			if (!batch[i].include || batch[i].finished)
 				continue;
-			buffer_entry_finish(e, true, e->nintents > 0 ? outcomes + pos : NULL);
+			if (batch[i].intents_part)
+				hold_telemetry(&batch[i], outcomes + pos);
+			else
+				finish_entry(&batch[i], true, e->nintents > 0 ? outcomes + pos : NULL);
 			pos += e->nintents;
-			batch[i].finished = true;
 		}
 	}
 	for (int k = ROW_METRIC; k <= ROW_KIND_MAX; k++)
@@ -374,72 +552,358 @@ attempt_flush(int64 *rows_out, bool quiet)
 	return ATTEMPT_COMMITTED;
 }
 
-static void
-include_range(int lo, int hi)
-{
-	for (int i = 0; i < nbatch; i++)
-		batch[i].include = !batch[i].finished && i >= lo && i < hi;
-}
-
 /*
- * After a failed flush: commit what can be committed by halving the batch,
- * so that one entry the tables refuse (a constraint, a trigger) holds up
- * only itself.  Bounded per cycle; what is left waits for the next retry.
+ * A data error is about the rows: the tables (a constraint, a trigger, an
+ * input function) refused some of them, and other rows would go in.
+ * Anything else (disk full, out of memory, a lock or a cancel, a read-only
+ * database) is about the database and says nothing about the rows.
  */
-static int64
-bisect_flush(int lo, int hi, int *budget)
+static bool
+is_data_error(int sqlerrcode)
 {
-	int64		rows = 0;
-	int			mid;
-	int			live = 0;
-
-	for (int i = lo; i < hi; i++)
-		if (!batch[i].finished)
-			live++;
-	if (live == 0 || *budget <= 0)
-		return 0;
-	if (hi - lo > 1 || live > 1)
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
 	{
-		mid = lo + (hi - lo) / 2;
-		for (int half = 0; half < 2; half++)
-		{
-			int			a = half == 0 ? lo : mid;
-			int			b = half == 0 ? mid : hi;
-			int64		r = 0;
-
-			if (*budget <= 0)
-				break;
-			(*budget)--;
-			include_range(a, b);
-			if (attempt_flush(&r, true) == ATTEMPT_COMMITTED)
-				rows += r;
-			else if (b - a > 1)
-				rows += bisect_flush(a, b, budget);
-		}
+		case ERRCODE_DATA_EXCEPTION:	/* 22: value out of range, bad input */
+		case ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION:	/* 23 */
+		case ERRCODE_TRIGGERED_ACTION_EXCEPTION:	/* 09 */
+		case ERRCODE_PLPGSQL_ERROR: /* P0: RAISE in a trigger */
+		case ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION:	/* 42: a trigger's bug */
+			return true;
+		default:
+			return false;
 	}
-	return rows;
 }
 
-static void
-include_entries(bool intents_only)
+/* Backoff of the n-th failure in a row, with jitter. */
+static int
+backoff_ms(int failures)
 {
-	for (int i = 0; i < nbatch; i++)
-		batch[i].include = !batch[i].finished &&
-			(!intents_only || batch[i].entry->nintents > 0);
+	int			backoff = FLUSH_BACKOFF_MIN_MS << Min(Max(failures, 1) - 1, 10);
+
+	backoff = Min(backoff, FLUSH_BACKOFF_MAX_MS);
+	/* Jitter spreads retries of a recurring failure. */
+	return backoff / 2 + (int) (random() % (backoff / 2 + 1));
 }
 
-/* Telemetry that failed for longer than the retry window is given up. */
+/* Count and log telemetry given up. */
 static void
-drop_expired_telemetry(TimestampTz now, int window_ms)
+report_dropped(int64 events, int nentries, const char *why)
+{
+	if (nentries == 0)
+		return;
+	stats_add(STAT_EVENTS_DROPPED, events);
+	ereport(WARNING,
+			(errmsg("machpay flusher dropped " INT64_FORMAT " buffered events %s",
+					events, why)));
+}
+
+/* Held telemetry is bounded: the oldest goes first, counted. */
+static void
+make_room_for_held(Size bytes)
 {
 	int64		dropped = 0;
 	int			nentries = 0;
+
+	for (int i = 0; i < nbatch && held_bytes + bytes > FLUSH_MAX_HELD_BYTES; i++)
+	{
+		if (!batch[i].held || batch[i].finished)
+			continue;
+		dropped += batch[i].entry->nevents;
+		nentries++;
+		held_bytes -= batch[i].entry->rows_len;
+		finish_entry(&batch[i], false, NULL);
+	}
+	report_dropped(dropped, nentries, "held for retry, to bound the flusher's memory");
+}
+
+/*
+ * An entry refused alone: from now on it is tried alone.  Its telemetry
+ * rows (all of them but the intents, which are decided already) are copied
+ * out of the ring so they hold no buffer space while they are retried.
+ * With outcomes, the entry's intents were committed in this attempt: post
+ * them (the request is answered 200).
+ */
+static void
+hold_telemetry(BatchEntry *b, const IntentOutcome *outcomes)
+{
+	BufferEntry *e = b->entry;
+	StringInfoData rows;
+	BufferEntry *copy;
+	int			nrows;
+
+	initStringInfo(&rows);
+	nrows = rowbuf_copy_kind(&rows, BUFFER_ENTRY_ROWS(e), e->rows_len,
+							 ROW_INTENT, false);
+	b->intents_part = false;
+	if (e->nintents > 0)
+		finish_entry(b, outcomes != NULL, outcomes);
+	if (nrows == 0 || (b->finished && outcomes == NULL))
+	{
+		/* nothing but intents; or the intents failed: nothing is stored */
+		if (!b->finished)
+			finish_entry(b, false, NULL);
+		pfree(rows.data);
+		return;
+	}
+
+	make_room_for_held(rows.len);
+	copy = MemoryContextAllocZero(TopMemoryContext,
+								  MAXALIGN(sizeof(BufferEntry)) + rows.len);
+	copy->kind = ENTRY_ROWS;
+	copy->state = ENTRY_TAKEN;
+	copy->seq = e->seq;
+	copy->rows_len = rows.len;
+	copy->nevents = (int32) telemetry_events(e);
+	copy->nintents = 0;
+	copy->ticket_slot = -1;
+	copy->put_at = e->put_at;
+	memcpy(copy->events_by_source, e->events_by_source, sizeof(copy->events_by_source));
+	copy->events_by_source[SOURCE_PAYMENT_INTENT] = 0;
+	memcpy(copy->nrows, e->nrows, sizeof(copy->nrows));
+	copy->nrows[ROW_INTENT] = 0;
+	memcpy(BUFFER_ENTRY_ROWS(copy), rows.data, rows.len);
+	pfree(rows.data);
+
+	/* The ring's entry is done with: its space can be freed. */
+	if (!b->finished)
+		buffer_entry_finish(e, true, NULL);
+	b->entry = copy;
+	b->held = true;
+	b->finished = false;
+	held_bytes += copy->rows_len;
+}
+
+static void
+include_none(void)
+{
+	for (int i = 0; i < nbatch; i++)
+	{
+		batch[i].include = false;
+		batch[i].intents_part = false;
+	}
+}
+
+static void
+include_set(const int *idx, int n)
+{
+	include_none();
+	for (int k = 0; k < n; k++)
+		batch[idx[k]].include = !batch[idx[k]].finished;
+}
+
+/*
+ * Entries not isolated (those are tried alone), with intents only or all;
+ * into idx (room for nbatch).  Returns how many.
+ */
+static int
+collect_entries(int *idx, bool intents_only)
+{
+	int			n = 0;
+
+	for (int i = 0; i < nbatch; i++)
+		if (!batch[i].finished && !batch[i].isolated &&
+			(!intents_only || batch[i].entry->nintents > 0))
+			idx[n++] = i;
+	return n;
+}
+
+static bool
+has_telemetry_rows(const BufferEntry *e)
+{
+	for (int k = ROW_METRIC; k <= ROW_KIND_MAX; k++)
+		if (k != ROW_INTENT && e->nrows[k] > 0)
+			return true;
+	return false;
+}
+
+/*
+ * The entry batch[i] failed alone on a data error.  Its intents cannot
+ * wait: try them without the telemetry of their request (committed: the
+ * request gets 200; refused: 503 now).  Its telemetry is held and retried
+ * alone.  Returns the attempt's outcome when the database failed meanwhile.
+ */
+static AttemptResult
+isolate_entry(int i, int64 *rows)
+{
+	BatchEntry *b = &batch[i];
+	BufferEntry *e = b->entry;
+	AttemptResult res = ATTEMPT_REFUSED;
+	int64		r = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (e->nintents > 0 && has_telemetry_rows(e))
+	{
+		include_none();
+		b->include = true;
+		b->intents_part = true;
+		res = attempt_flush(&r, true);
+		*rows += r;
+		if (res == ATTEMPT_FAILED || res == ATTEMPT_NOTHING)
+			return res;			/* the database: keep it whole */
+		/* committed: attempt_flush held the telemetry already */
+	}
+	if (res == ATTEMPT_REFUSED)
+	{
+		if (e->nintents > 0)
+		{
+			ereport(LOG,
+					(errmsg("machpay flusher refused a request's %d payment intents: %s",
+							e->nintents, last_error),
+					 errdetail("The request is answered 503 and nothing of it is stored.")));
+			finish_entry(b, false, NULL);
+			return ATTEMPT_REFUSED;
+		}
+		hold_telemetry(b, NULL);
+	}
+	if (b->finished)
+		return ATTEMPT_REFUSED;
+	b->isolated = true;
+	b->failures = 1;
+	b->first_failure = now;
+	b->retry_at = TimestampTzPlusMilliseconds(now, backoff_ms(1));
+	b->last_try = now;
+	ereport(LOG,
+			(errmsg("machpay flusher isolated %d buffered events the tables refuse: %s",
+					b->entry->nevents, last_error),
+			 errdetail("They are retried alone for machpay.flush_retry_window, then dropped and counted; nothing else waits for them.")));
+	return ATTEMPT_REFUSED;
+}
+
+/*
+ * The entries idx[0..n) failed together on a data error: split them in
+ * halves until each entry at fault is alone.  Bounded by *budget
+ * transactions; returns ATTEMPT_FAILED if the database failed meanwhile
+ * (then splitting is pointless), else ATTEMPT_REFUSED.
+ */
+static AttemptResult
+bisect_flush(int *idx, int n, int *budget, int64 *rows)
+{
+	int			half = n / 2;
+	bool		first_committed = false;
+
+	if (n == 1)
+		return isolate_entry(idx[0], rows);
+	for (int h = 0; h < 2; h++)
+	{
+		int		   *part = h == 0 ? idx : idx + half;
+		int			m = h == 0 ? half : n - half;
+		AttemptResult res;
+		int64		r = 0;
+
+		if (m == 0)
+			continue;
+		/* The first half went in: the fault is in the second, no need to try it whole. */
+		if (h == 1 && first_committed)
+			res = ATTEMPT_REFUSED;
+		else
+		{
+			if (*budget <= 0)
+				return ATTEMPT_REFUSED;
+			(*budget)--;
+			include_set(part, m);
+			res = attempt_flush(&r, true);
+			*rows += r;
+		}
+		if (res == ATTEMPT_COMMITTED)
+			first_committed = (h == 0);
+		else if (res == ATTEMPT_FAILED)
+			return ATTEMPT_FAILED;
+		else if (res == ATTEMPT_REFUSED &&
+				 bisect_flush(part, m, budget, rows) == ATTEMPT_FAILED)
+			return ATTEMPT_FAILED;
+	}
+	return ATTEMPT_REFUSED;
+}
+
+/*
+ * After an attempt refused on a data error: isolate the entries at fault
+ * now, intents first, so they hold up nothing.
+ */
+static AttemptResult
+isolate_refused(int64 *rows)
+{
+	/* not in flush_cxt: every attempt resets that */
+	int		   *idx = MemoryContextAlloc(TopMemoryContext, sizeof(int) * Max(nbatch, 1));
+	int			budget = FLUSH_BISECT_BUDGET;
+	int			n;
+	int			nall;
+	AttemptResult res = ATTEMPT_REFUSED;
+
+	nall = collect_entries(idx, false);
+	n = collect_entries(idx, true);
+	if (n > 0 && n < nall)
+	{
+		int64		r = 0;
+
+		budget--;
+		include_set(idx, n);
+		res = attempt_flush(&r, true);
+		*rows += r;
+		if (res == ATTEMPT_REFUSED)
+			res = bisect_flush(idx, n, &budget, rows);
+	}
+	if (res != ATTEMPT_FAILED)
+	{
+		n = collect_entries(idx, false);
+		if (n > 0)
+			res = bisect_flush(idx, n, &budget, rows);
+	}
+	pfree(idx);
+	return res;
+}
+
+/* Isolated entries due for a retry (all of them when flush() waits), alone. */
+static void
+retry_isolated(TimestampTz now, bool urgent, int64 *rows)
+{
+	int			tries = 0;
+
+	for (int i = 0; i < nbatch && tries < FLUSH_ISOLATED_RETRIES; i++)
+	{
+		BatchEntry *b = &batch[i];
+		AttemptResult res;
+		int64		r = 0;
+
+		if (b->finished || !b->isolated)
+			continue;
+		/* flush() waits: sooner, but still not in a loop */
+		if (now < b->retry_at &&
+			!(urgent && TimestampDifferenceExceeds(b->last_try, now, FLUSH_BACKOFF_MIN_MS)))
+			continue;
+		tries++;
+		b->last_try = now;
+		include_none();
+		b->include = true;
+		res = attempt_flush(&r, true);
+		*rows += r;
+		if (res == ATTEMPT_COMMITTED)
+			continue;
+		b->failures++;
+		b->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												  backoff_ms(b->failures));
+		if (res == ATTEMPT_FAILED)
+			break;				/* the database: the others would fail too */
+	}
+}
+
+/*
+ * Telemetry that failed for longer than the retry window is given up:
+ * isolated entries always, others only when only_isolated is false (they
+ * start their window at their first failure).
+ */
+static void
+drop_expired_telemetry(TimestampTz now, int window_ms, bool only_isolated)
+{
+	int64		dropped = 0;
+	int			nentries = 0;
+	char		why[64];
 
 	for (int i = 0; i < nbatch; i++)
 	{
 		BatchEntry *b = &batch[i];
 
-		if (b->finished || b->entry->nintents > 0)
+		if (b->finished || b->entry->nintents > 0 ||
+			(only_isolated && !b->isolated))
 			continue;
 		if (b->first_failure == 0)
 			b->first_failure = now;
@@ -447,95 +911,123 @@ drop_expired_telemetry(TimestampTz now, int window_ms)
 		{
 			dropped += b->entry->nevents;
 			nentries++;
-			buffer_entry_finish(b->entry, false, NULL);
-			b->finished = true;
+			finish_entry(b, false, NULL);
 		}
 	}
-	if (nentries > 0)
+	snprintf(why, sizeof(why), "that could not be written for %d s", window_ms / 1000);
+	report_dropped(dropped, nentries, why);
+}
+
+/* Is a retry due: of the batch after a database failure, or of an isolated entry? */
+static bool
+retry_due(TimestampTz now, TimestampTz *next)
+{
+	TimestampTz due = 0;
+
+	for (int i = 0; i < nbatch; i++)
 	{
-		stats_add(STAT_EVENTS_DROPPED, dropped);
-		ereport(WARNING,
-				(errmsg("machpay flusher dropped " INT64_FORMAT " buffered events that could not be written for %d s",
-						dropped, window_ms / 1000)));
+		BatchEntry *b = &batch[i];
+		TimestampTz t;
+
+		if (b->finished)
+			continue;
+		t = b->isolated ? b->retry_at : retry_at;
+		if (due == 0 || t < due)
+			due = t;
 	}
-	compact_batch();
+	if (next)
+		*next = due;
+	return due != 0 && now >= due;
 }
 
 /*
- * One flush cycle: take what is ready, drop what may not be stored, write.
- * While backing off, intents are still tried on their own (they cannot
- * wait), at most every FLUSH_BACKOFF_MIN_MS.
+ * One flush cycle: take what is ready, drop what may not be stored, retry
+ * isolated entries that are due, write the rest.  After a database
+ * failure, intents are still tried on their own (they cannot wait), at
+ * most every FLUSH_BACKOFF_MIN_MS.  urgent: flush() waits.
  */
 static AttemptResult
-flush_cycle(bool draining)
+flush_cycle_runs(bool draining, bool urgent)
 {
-	AttemptResult res;
+	AttemptResult res = ATTEMPT_NOTHING;
 	int64		rows = 0;
-	bool		has_intents = false;
 	bool		full_attempt = true;
+	int		   *idx;
+	int			n;
+	int			window_ms = draining ? FLUSH_SHUTDOWN_WINDOW_MS :
+		machpay_flush_retry_window_s * 1000;
 	TimestampTz now;
+
+	commit_durably = urgent || draining;
 
 	/*
 	 * About batch_size events per transaction: bigger batches gain little
 	 * and make intents arriving meanwhile wait longer.
 	 */
 	if (batch_bytes < FLUSH_MAX_BATCH_BYTES)
-		(void) buffer_take(&take_pos, FLUSH_MAX_BATCH_BYTES - batch_bytes,
-						   Max(machpay_batch_size - batch_events(), 1), take_entry, NULL);
+	{
+		reserve_batch(FLUSH_TAKE_MAX_ENTRIES);
+		(void) buffer_take(FLUSH_MAX_BATCH_BYTES - batch_bytes,
+						   Max(machpay_batch_size - batch_events(), 1),
+						   FLUSH_TAKE_MAX_ENTRIES, take_entry, NULL);
+	}
 	drop_dead_tickets(true);
 	if (nbatch == 0)
 	{
 		publish_progress(0);
 		return ATTEMPT_NOTHING;
 	}
-	for (int i = 0; i < nbatch; i++)
-	{
-		if (batch[i].entry->nintents > 0)
-			has_intents = true;
-	}
 
 	now = GetCurrentTimestamp();
-	if (consecutive_failures > 0 && now < retry_at)
+	retry_isolated(now, urgent || draining, &rows);
+
+	idx = MemoryContextAlloc(TopMemoryContext, sizeof(int) * nbatch);
+	n = collect_entries(idx, false);
+	if (n == 0)
+		res = ATTEMPT_NOTHING;
+	else if (consecutive_failures > 0 && now < retry_at)
 	{
 		/* Backing off: only intents, which cannot wait, and not in a loop. */
-		if (!has_intents ||
-			!TimestampDifferenceExceeds(last_attempt, now, FLUSH_BACKOFF_MIN_MS))
-			return ATTEMPT_NOTHING;
-		include_entries(true);
-		res = attempt_flush(&rows, false);
+		int			nintents = collect_entries(idx, true);
+
 		full_attempt = false;
+		if (nintents > 0 &&
+			TimestampDifferenceExceeds(last_attempt, now, FLUSH_BACKOFF_MIN_MS))
+		{
+			include_set(idx, nintents);
+			res = attempt_flush(&rows, false);
+			if (res == ATTEMPT_REFUSED)
+				res = isolate_refused(&rows);
+		}
 	}
 	else
 	{
-		include_entries(false);
+		include_set(idx, n);
 		res = attempt_flush(&rows, false);
-		if (res == ATTEMPT_FAILED && nbatch > 1)
-		{
-			int			budget = FLUSH_BISECT_BUDGET;
-
-			rows += bisect_flush(0, nbatch, &budget);
-			res = ATTEMPT_COMMITTED;
-			for (int i = 0; i < nbatch; i++)
-				if (!batch[i].finished)
-					res = ATTEMPT_FAILED;
-		}
+		if (res == ATTEMPT_REFUSED)
+			res = isolate_refused(&rows);
 	}
+	pfree(idx);
 
-	if (res == ATTEMPT_FAILED || (!full_attempt && nbatch > 0))
+	if (res == ATTEMPT_FAILED)
 	{
-		int			backoff;
-
-		if (res == ATTEMPT_FAILED || consecutive_failures == 0)
-			consecutive_failures++;
-		backoff = FLUSH_BACKOFF_MIN_MS << Min(consecutive_failures - 1, 10);
-		backoff = Min(backoff, FLUSH_BACKOFF_MAX_MS);
-		/* Jitter spreads retries of a recurring failure. */
-		backoff = backoff / 2 + (int) (random() % (backoff / 2 + 1));
-		if (res == ATTEMPT_FAILED)
-			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff);
-		drop_expired_telemetry(GetCurrentTimestamp(),
-							   draining ? FLUSH_SHUTDOWN_WINDOW_MS :
-							   machpay_flush_retry_window_s * 1000);
+		consecutive_failures++;
+		retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+											   backoff_ms(consecutive_failures));
+		drop_expired_telemetry(GetCurrentTimestamp(), window_ms, false);
+	}
+	else if (res == ATTEMPT_REFUSED)
+	{
+		/* What the split could not settle within its budget: soon again. */
+		n = 0;
+		for (int i = 0; i < nbatch; i++)
+			if (!batch[i].finished && !batch[i].isolated)
+				n++;
+		if (n > 0)
+			retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												   FLUSH_BACKOFF_MIN_MS);
+		if (consecutive_failures == 0)
+			consecutive_failures = n > 0 ? 1 : 0;
 	}
 	else if (res == ATTEMPT_COMMITTED && full_attempt && consecutive_failures > 0)
 	{
@@ -543,10 +1035,34 @@ flush_cycle(bool draining)
 							 consecutive_failures)));
 		consecutive_failures = 0;
 	}
+	drop_expired_telemetry(GetCurrentTimestamp(), window_ms, true);
 	compact_batch();
 	publish_progress(rows);
 	MemoryContextReset(flush_cxt);
 	MemoryContextSwitchTo(TopMemoryContext);
+	if (res == ATTEMPT_REFUSED)
+		res = ATTEMPT_COMMITTED;	/* the others went in: look for more */
+	return res;
+}
+
+/*
+ * A cycle; once nothing of the batch is left but isolated entries, its run
+ * is settled and later runs may commit.  A batch that failed keeps its run: later runs wait for
+ * its retry (within BUFFER_ORDER_WAIT_MS), so a passing failure does not
+ * reorder what readers see.
+ */
+static AttemptResult
+flush_cycle(bool draining, bool urgent)
+{
+	AttemptResult res = flush_cycle_runs(draining, urgent);
+	bool		unsettled = false;
+
+	/* Isolated entries are retried alone, out of turn: nobody waits for them. */
+	for (int i = 0; i < nbatch; i++)
+		if (!batch[i].finished && !batch[i].isolated)
+			unsettled = true;
+	if (!unsettled)
+		buffer_order_settle();
 	return res;
 }
 
@@ -571,10 +1087,10 @@ drain_and_exit(void)
 		bool		pending;
 		AttemptResult res;
 
-		res = flush_cycle(true);
+		res = flush_cycle(true, false);
 		buffer_flusher_status(&ready, &intents, &requested, &pending);
 		if (res != ATTEMPT_FAILED && nbatch == 0 && ready == 0 &&
-			!buffer_has_reserved(take_pos))
+			!buffer_has_reserved())
 			break;
 		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
 									   FLUSH_SHUTDOWN_WINDOW_MS + FLUSH_BACKOFF_MAX_MS))
@@ -597,18 +1113,25 @@ drain_and_exit(void)
 void
 flusher_main(Datum main_arg)
 {
-	machpay_worker_attach(FLUSHER_NAME);
+	const char *role;
+
+	my_slot = DatumGetInt32(main_arg);
+	role = my_slot == 0 ? INTENT_WRITER_NAME : FLUSHER_NAME;
+	machpay_worker_attach(role);
 	before_shmem_exit(flusher_on_exit, (Datum) 0);
 
 	if (!buffer_available())
 		proc_exit(0);
 	report_state(FLUSHER_WAITING, NULL);
-	if (!machpay_worker_wait_for_extension(FLUSHER_NAME))
+	if (!machpay_worker_wait_for_extension(role))
 		proc_exit(0);
 
 	flush_cxt = AllocSetContextCreate(TopMemoryContext, "machpay flush",
 									  ALLOCSET_DEFAULT_SIZES);
-	take_pos = buffer_flusher_attach(!RecoveryInProgress());
+	apply_lock_timeout();
+	/* What this slot took before a crash of this process comes back first. */
+	(void) buffer_flusher_attach(my_slot, my_slot == 0 ? QUEUE_INTENTS : QUEUE_TELEMETRY,
+								 !RecoveryInProgress(), retake_entry, NULL);
 	last_flush = GetCurrentTimestamp();
 	report_state(FLUSHER_IDLE, NULL);
 
@@ -634,12 +1157,13 @@ flusher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			apply_lock_timeout();
 		}
 
 		buffer_flusher_status(&ready, &intents, &requested, &pending);
 		now = GetCurrentTimestamp();
 		flush_now = requested || intents > 0 || ready >= machpay_batch_size ||
-			(nbatch > 0 && now >= retry_at);
+			retry_due(now, NULL);
 		/*
 		 * The timer: entries with no events (dead letters only) count too.
 		 * Once due, everything ready then is flushed, batch after batch.
@@ -654,7 +1178,7 @@ flusher_main(Datum main_arg)
 
 		if (flush_now)
 		{
-			AttemptResult res = flush_cycle(false);
+			AttemptResult res = flush_cycle(false, requested);
 
 			if (res == ATTEMPT_COMMITTED)
 				continue;		/* more may be waiting */
@@ -669,13 +1193,13 @@ flusher_main(Datum main_arg)
 			report_state(FLUSHER_IDLE, NULL);
 
 		now = GetCurrentTimestamp();
-		if (consecutive_failures > 0 && nbatch > 0)
-			timeout = Max(1, (long) ((retry_at - now) / 1000));
-		else
 		{
 			long		since = (long) ((now - last_flush) / 1000);
+			TimestampTz next;
 
 			timeout = Max(1, machpay_flush_interval_ms - since);
+			if (nbatch > 0 && (retry_due(now, &next) || next != 0))
+				timeout = Min(timeout, Max(1, (long) ((next - now) / 1000)));
 		}
 		/* Intents failing in backoff, tickets to reclaim: look again soon. */
 		if (intents > 0 || pending)

@@ -53,9 +53,14 @@ machpay_ingest(PG_FUNCTION_ARGS)
 	if (mr.status == MAP_BAD_REQUEST)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("%s", mr.bad_request_message ? mr.bad_request_message
+				 errmsg("%s", mr.refusal_message ? mr.refusal_message
 						: "invalid ingest payload"),
 				 errhint("The payload is one event object or an array of event objects.")));
+	if (mr.status != MAP_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s: %s", map_refusal_code(mr.status), mr.refusal_message),
+				 errdetail("Nothing of a refused request is stored.")));
 
 	memset(&wr, 0, sizeof(wr));
 	memcpy(wr.events_by_source, mr.events_by_source, sizeof(wr.events_by_source));

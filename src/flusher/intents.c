@@ -9,7 +9,8 @@
  * second statement, whose fresh snapshot sees a concurrent claimant that
  * committed while we waited on its key).  Duplicates inside the batch are
  * folded before any SQL: the first occurrence decides, the others are
- * duplicates of it.  Arrays through SPI are fine: intents are few.
+ * duplicates of it.  Keys are claimed in sorted order, so concurrent
+ * claimers of overlapping keys never deadlock.  Arrays through SPI are fine: intents are few.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -24,6 +25,7 @@
 #include "utils/uuid.h"
 
 #include "common/machpay.h"
+#include "common/notify.h"
 #include "flusher/writer_parts.h"
 
 typedef struct IntentKey
@@ -117,8 +119,8 @@ intent_notify(const IntentInput *in, const unsigned char *id, const char *status
 	appendStringInfoString(&buf, ",\"created_at\":");
 	writer_append_json_time(&buf, in->received_at);
 	appendStringInfoChar(&buf, '}');
-	Assert(buf.len < WRITER_NOTIFY_MAX_PAYLOAD);
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	Assert(buf.len <= NOTIFY_MAX_WHOLE);
+	(void) machpay_notify(buf.data, buf.len, "payment_intent");
 	pfree(buf.data);
 }
 
@@ -156,8 +158,15 @@ intents_store(const IntentInput *in, int n, IntentOutcome *out, int64 *nduplicat
 		else
 			first[keys[i].pos] = keys[i].pos;
 	}
-	for (int i = 0; i < n; i++)
+	/*
+	 * Claim in key order: two claimers of the same keys (writers, ingest()
+	 * sessions) then lock them in the same order, so one waits for the other
+	 * instead of both deadlocking.
+	 */
+	for (int s = 0; s < n; s++)
 	{
+		int			i = keys[s].pos;
+
 		if (first[i] != i)
 			continue;
 		intent_new_id(ids[i].data);

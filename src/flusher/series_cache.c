@@ -14,9 +14,19 @@
  *  - TRUNCATE or a re-created extension changes the table's relfilenode or
  *    oid, checked at every batch start under a lock held to commit (which
  *    also keeps a TRUNCATE out while the batch runs).
- * A DELETE of single series rows is not detected; the DBA interface for
- * removing data is retention (partitions of points), not the dictionary.
+ *  - series removed (maintenance prunes those no point refers to any more,
+ *    or a DBA's DELETE): a statement trigger moves the shared counter
+ *    series_removals when that transaction commits, before it releases its
+ *    locks (commit_counter.c); a batch takes ROW EXCLUSIVE on the table
+ *    first and starts over when the counter moved.  Maintenance holds
+ *    SHARE ROW EXCLUSIVE while it prunes, so no batch can use an id it is
+ *    removing.
  * The cache is bounded: past SERIES_CACHE_MAX entries it starts over.
+ *
+ * A *new* series of an entity that already has machpay.max_series_per_entity
+ * series is refused: its entry gets SERIES_REFUSED and the writer drops its
+ * rows and counts them (flush time is the first moment the series
+ * dictionary is known; see the README, "Limits").
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -34,7 +44,10 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "commands/trigger.h"
+#include "common/commit_counter.h"
 #include "common/machpay.h"
+#include "common/stats.h"
 #include "flusher/series_cache.h"
 
 #define SERIES_CACHE_MAX		100000
@@ -58,6 +71,8 @@ static HTAB *cache_htab = NULL;
 static Oid	cache_relid = InvalidOid;
 static Oid	cache_relfilenode = InvalidOid;
 static bool cache_added_in_xact = false;
+static uint64 cache_removals = 0;	/* series_removals when the cache began */
+static int	cache_limit = -1;		/* max_series_per_entity it was built with */
 static bool callbacks_registered = false;
 
 /* Misses of the current batch. */
@@ -163,8 +178,11 @@ series_cache_begin_batch(void)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"%s.metric_series\" does not exist", MACHPAY_SCHEMA)));
 
-	/* Held to commit: no TRUNCATE can slip in behind the check. */
-	rel = table_open(relid, AccessShareLock);
+	/*
+	 * Held to commit: no TRUNCATE can slip in behind the check, and no
+	 * prune (SHARE ROW EXCLUSIVE) while the batch uses ids.
+	 */
+	rel = table_open(relid, RowExclusiveLock);
 #if PG_VERSION_NUM < 160000
 	filenode = rel->rd_node.relNode;
 #else
@@ -173,8 +191,12 @@ series_cache_begin_batch(void)
 	table_close(rel, NoLock);
 
 	if (relid != cache_relid || filenode != cache_relfilenode ||
+		stats_get(STAT_SERIES_REMOVALS) != cache_removals ||
+		machpay_max_series_per_entity != cache_limit ||
 		(cache_htab && hash_get_num_entries(cache_htab) > SERIES_CACHE_MAX))
 		series_cache_reset();
+	cache_removals = stats_get(STAT_SERIES_REMOVALS);
+	cache_limit = machpay_max_series_per_entity;
 	cache_relid = relid;
 	cache_relfilenode = filenode;
 	if (cache_htab == NULL)
@@ -273,6 +295,90 @@ series_plan(SPIPlanPtr *plan, const char *sql)
 	return *plan;
 }
 
+/* Per-entity room left under machpay.max_series_per_entity, in one resolve. */
+typedef struct EntityRoom
+{
+	char		entity[NAMEDATALEN * 2];	/* hash key: the entity id, cut */
+	int64		room;
+} EntityRoom;
+
+/*
+ * Refuse the new series (misses still unresolved: not in the table) of
+ * entities past the limit, in batch order: the first ones that fit are
+ * created, the rest get SERIES_REFUSED.  Concurrent writers (the flusher
+ * and machpay.ingest() sessions) may overshoot by one batch each.
+ */
+static void
+refuse_over_limit(void)
+{
+	HASHCTL		ctl;
+	HTAB	   *rooms;
+	Datum	   *ents;
+	int			nents = 0;
+	Datum		arg;
+	Oid			argtype = TEXTARRAYOID;
+	int			rc;
+
+	if (machpay_max_series_per_entity <= 0)
+		return;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(((EntityRoom *) NULL)->entity);
+	ctl.entrysize = sizeof(EntityRoom);
+	ctl.hcxt = CurrentMemoryContext;
+	rooms = hash_create("machpay series limit", 64, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	ents = palloc(sizeof(Datum) * nmisses);
+	for (int i = 0; i < nmisses; i++)
+	{
+		EntityRoom *r;
+		bool		found;
+
+		if (misses[i]->series_id != 0)
+			continue;
+		r = hash_search(rooms, misses[i]->key.data, HASH_ENTER, &found);
+		if (!found)
+		{
+			r->room = machpay_max_series_per_entity;
+			ents[nents++] = CStringGetTextDatum(misses[i]->key.data);
+		}
+	}
+	if (nents == 0)
+		return;
+
+	arg = PointerGetDatum(text_array(ents, nents));
+	rc = SPI_execute_with_args("SELECT s.entity_id, count(*) FROM machpay.metric_series s"
+							   " WHERE s.entity_id = ANY ($1) GROUP BY 1",
+							   1, &argtype, &arg, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "counting metric series failed: %s", SPI_result_code_string(rc));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		char	   *entity = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+		int64		have = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													   SPI_tuptable->tupdesc, 2, &isnull));
+		EntityRoom *room = hash_search(rooms, entity, HASH_FIND, NULL);
+
+		if (room)
+			room->room -= have;
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	for (int i = 0; i < nmisses; i++)
+	{
+		EntityRoom *r;
+
+		if (misses[i]->series_id != 0)
+			continue;
+		r = hash_search(rooms, misses[i]->key.data, HASH_FIND, NULL);
+		if (r->room > 0)
+			r->room--;
+		else
+			misses[i]->series_id = SERIES_REFUSED;
+	}
+	hash_destroy(rooms);
+}
+
 /*
  * Resolve the misses: look them up (one index probe each: a scalar
  * subquery, so the plan never turns into a scan of the whole dictionary);
@@ -281,11 +387,88 @@ series_plan(SPIPlanPtr *plan, const char *sql)
  * and a series another process inserted and committed meanwhile (under
  * REPEATABLE READ the insert raises a serialization failure instead).
  */
-void
-series_cache_resolve(void)
+/*
+ * One pass over the unresolved misses: insert them (ON CONFLICT DO NOTHING)
+ * or look them up.  Returns how many are still unresolved (after an
+ * insert: unknown until the next look, so the count given).
+ */
+static int
+resolve_pass(bool inserting, int pending)
 {
 	static SPIPlanPtr lookup_plan = NULL;
 	static SPIPlanPtr insert_plan = NULL;
+	Datum	   *ent = palloc(sizeof(Datum) * pending);
+	Datum	   *met = palloc(sizeof(Datum) * pending);
+	Datum	   *lab = palloc(sizeof(Datum) * pending);
+	SeriesEntry **todo = palloc(sizeof(SeriesEntry *) * pending);
+	int			n = 0;
+	Datum		args[3];
+	int			rc;
+
+	for (int i = 0; i < nmisses; i++)
+	{
+		SeriesEntry *e = misses[i];
+		const char *m;
+		const char *l;
+
+		if (e->series_id != 0)
+			continue;
+		m = e->key.data + strlen(e->key.data) + 1;
+		l = m + strlen(m) + 1;
+		ent[n] = PointerGetDatum(cstring_to_text(e->key.data));
+		met[n] = PointerGetDatum(cstring_to_text(m));
+		lab[n] = PointerGetDatum(cstring_to_text_with_len(l, e->key.data + e->key.len - l));
+		todo[n++] = e;
+	}
+	args[0] = PointerGetDatum(text_array(ent, n));
+	args[1] = PointerGetDatum(text_array(met, n));
+	args[2] = PointerGetDatum(text_array(lab, n));
+
+	if (inserting)
+	{
+		rc = SPI_execute_plan(series_plan(&insert_plan,
+										  "INSERT INTO machpay.metric_series (entity_id, metric_name, labels)"
+										  " SELECT DISTINCT e, m, l::jsonb"
+										  "   FROM unnest($1::text[], $2::text[], $3::text[]) AS t(e, m, l)"
+										  " ON CONFLICT (entity_id, metric_name, labels) DO NOTHING"),
+							  args, NULL, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "inserting metric series failed: %s", SPI_result_code_string(rc));
+		return pending;
+	}
+
+	rc = SPI_execute_plan(series_plan(&lookup_plan,
+									  "SELECT t.o, (SELECT s.series_id FROM machpay.metric_series s"
+									  "              WHERE s.entity_id = t.e AND s.metric_name = t.m"
+									  "                AND s.labels = t.l::jsonb)"
+									  "  FROM unnest($1::text[], $2::text[], $3::text[])"
+									  "       WITH ORDINALITY AS t(e, m, l, o)"),
+						  args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "resolving metric series failed: %s", SPI_result_code_string(rc));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		o = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[r],
+									   SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (!isnull && o >= 1 && o <= n)
+			todo[o - 1]->series_id = DatumGetInt64(id);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	pending = 0;
+	for (int i = 0; i < n; i++)
+		if (todo[i]->series_id == 0)
+			pending++;
+	return pending;
+}
+
+void
+series_cache_resolve(void)
+{
 	int			pending = nmisses;
 
 	if (nmisses == 0)
@@ -294,72 +477,19 @@ series_cache_resolve(void)
 	for (int attempt = 0; attempt < 2 * SERIES_RESOLVE_TRIES && pending > 0; attempt++)
 	{
 		bool		inserting = (attempt % 2 == 1);
-		Datum	   *ent = palloc(sizeof(Datum) * pending);
-		Datum	   *met = palloc(sizeof(Datum) * pending);
-		Datum	   *lab = palloc(sizeof(Datum) * pending);
-		SeriesEntry **todo = palloc(sizeof(SeriesEntry *) * pending);
-		int			n = 0;
-		Datum		args[3];
-		int			rc;
 
-		for (int i = 0; i < nmisses; i++)
+		/* After the first look: what is left is new; apply the limit. */
+		if (attempt == 1)
 		{
-			SeriesEntry *e = misses[i];
-			const char *m;
-			const char *l;
-
-			if (e->series_id != 0)
-				continue;
-			m = e->key.data + strlen(e->key.data) + 1;
-			l = m + strlen(m) + 1;
-			ent[n] = PointerGetDatum(cstring_to_text(e->key.data));
-			met[n] = PointerGetDatum(cstring_to_text(m));
-			lab[n] = PointerGetDatum(cstring_to_text_with_len(l, e->key.data + e->key.len - l));
-			todo[n++] = e;
+			refuse_over_limit();
+			pending = 0;
+			for (int i = 0; i < nmisses; i++)
+				if (misses[i]->series_id == 0)
+					pending++;
+			if (pending == 0)
+				break;
 		}
-		args[0] = PointerGetDatum(text_array(ent, n));
-		args[1] = PointerGetDatum(text_array(met, n));
-		args[2] = PointerGetDatum(text_array(lab, n));
-
-		if (inserting)
-		{
-			rc = SPI_execute_plan(series_plan(&insert_plan,
-											  "INSERT INTO machpay.metric_series (entity_id, metric_name, labels)"
-											  " SELECT DISTINCT e, m, l::jsonb"
-											  "   FROM unnest($1::text[], $2::text[], $3::text[]) AS t(e, m, l)"
-											  " ON CONFLICT (entity_id, metric_name, labels) DO NOTHING"),
-								  args, NULL, false, 0);
-			if (rc != SPI_OK_INSERT)
-				elog(ERROR, "inserting metric series failed: %s", SPI_result_code_string(rc));
-			continue;
-		}
-
-		rc = SPI_execute_plan(series_plan(&lookup_plan,
-										  "SELECT t.o, (SELECT s.series_id FROM machpay.metric_series s"
-										  "              WHERE s.entity_id = t.e AND s.metric_name = t.m"
-										  "                AND s.labels = t.l::jsonb)"
-										  "  FROM unnest($1::text[], $2::text[], $3::text[])"
-										  "       WITH ORDINALITY AS t(e, m, l, o)"),
-							  args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "resolving metric series failed: %s", SPI_result_code_string(rc));
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			bool		isnull;
-			int64		o = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-														SPI_tuptable->tupdesc, 1, &isnull));
-			Datum		id = SPI_getbinval(SPI_tuptable->vals[r],
-										   SPI_tuptable->tupdesc, 2, &isnull);
-
-			if (!isnull && o >= 1 && o <= n)
-				todo[o - 1]->series_id = DatumGetInt64(id);
-		}
-		SPI_freetuptable(SPI_tuptable);
-
-		pending = 0;
-		for (int i = 0; i < n; i++)
-			if (todo[i]->series_id == 0)
-				pending++;
+		pending = resolve_pass(inserting, pending);
 	}
 
 	if (pending > 0)
@@ -368,4 +498,21 @@ series_cache_resolve(void)
 				 errmsg("could not resolve %d metric series", pending),
 				 errhint("Another session keeps inserting the same series; retry the batch.")));
 	nmisses = 0;
+}
+
+PG_FUNCTION_INFO_V1(machpay_series_removed);
+
+/*
+ * Statement trigger on machpay.metric_series (DELETE, TRUNCATE): every
+ * process's cache starts over once this transaction commits.
+ */
+Datum
+machpay_series_removed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("machpay_series_removed must be called as a trigger")));
+	commit_counter_bump_at_commit(STAT_SERIES_REMOVALS, MACHPAY_SCHEMA ".metric_series");
+	return PointerGetDatum(NULL);
 }

@@ -28,6 +28,8 @@ extern SeriesEntry *series_cache_lookup(const char *entity_id, uint32 entity_len
 /* Resolves every queued entry (INSERT ... ON CONFLICT DO NOTHING + SELECT). */
 extern void series_cache_resolve(void);
 
+/* The series id; SERIES_REFUSED for a new series past the entity's limit. */
+#define SERIES_REFUSED		(-1)
 extern int64 series_entry_id(const SeriesEntry *entry);
 
 #endif							/* MACHPAY_SERIES_CACHE_H */

@@ -20,12 +20,15 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "common/machpay.h"
+#include "common/notify.h"
 #include "flusher/xact_stats.h"
 #include "flusher/writer_parts.h"
 
@@ -105,11 +108,50 @@ config_notify(const char *gateway_id, int64 user_id, bool *changed,
 		if (pass == 1)
 			appendStringInfoString(&buf, ",\"ref\":\"machpay.vendor_profiles\"");
 		appendStringInfoChar(&buf, '}');
-		if (buf.len < WRITER_NOTIFY_MAX_PAYLOAD)
+		if (buf.len <= NOTIFY_MAX_WHOLE)
 			break;
 	}
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	(void) machpay_notify(buf.data, buf.len, "config");
 	pfree(buf.data);
+}
+
+
+/*
+ * Orders us against another writer of this gateway's profile until our
+ * transaction ends.  An advisory lock rather than SELECT ... FOR UPDATE on
+ * machpay.users: a row lock needs UPDATE on users, which the workers' role
+ * must not have.  Keys: "conf", then the user id (truncated: two users
+ * sharing a key only wait for each other).
+ */
+static void
+lock_profile(int64 user_id)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x636f6e66, (uint32) user_id, 2);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
+ * A newer report that changes nothing still moves the profile's report
+ * time (not updated_at): a report dated before it, arriving later, is then
+ * stale and cannot bring back values this one confirmed.
+ */
+static void
+config_record_period_end(int64 user_id, TimestampTz period_end)
+{
+	Datum		args[2];
+	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
+	int			rc;
+
+	args[0] = Int64GetDatum(user_id);
+	args[1] = TimestampTzGetDatum(period_end);
+	rc = SPI_execute_with_args("UPDATE machpay.vendor_profiles SET config_period_end = $2"
+							   " WHERE user_id = $1"
+							   "   AND (config_period_end IS NULL OR config_period_end < $2)",
+							   2, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "writing machpay.vendor_profiles failed: %s", SPI_result_code_string(rc));
 }
 
 static void
@@ -132,11 +174,9 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 	reported[2] = c->withdrawal;
 	reported[3] = c->version;
 
-	/* Lock the user: orders us against another writer of this gateway. */
 	args[0] = CStringGetTextDatum(c->gateway_id);
 	argtypes[0] = TEXTOID;
-	rc = SPI_execute_with_args("SELECT id FROM machpay.users WHERE wallet_address = $1"
-							   " FOR NO KEY UPDATE",
+	rc = SPI_execute_with_args("SELECT id FROM machpay.users WHERE wallet_address = $1",
 							   1, argtypes, args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading machpay.users failed: %s", SPI_result_code_string(rc));
@@ -149,6 +189,7 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 	}
 	user_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_freetuptable(SPI_tuptable);
+	lock_profile(user_id);
 
 	/* A new statement: its snapshot sees what the lock holder committed. */
 	args[0] = Int64GetDatum(user_id);
@@ -190,7 +231,10 @@ config_apply_one(const ConfigInput *c, WriteResult *result)
 			changed[f] = any = true;
 	}
 	if (!any)
+	{
+		config_record_period_end(user_id, c->period_end);
 		return;
+	}
 
 	args[0] = Int64GetDatum(user_id);
 	argtypes[0] = INT8OID;

@@ -7,12 +7,13 @@
  * (series ids from series_cache.c, points through bulk_insert.c, then the
  * rollup invalidation marks of their hours), log rows and dead letters
  * (bulk_insert.c), payment intents (intents.c), config reports
- * (vendor_config.c).  Notifications are queued with Async_Notify and go
- * out at commit, or not at all; counters move at commit (xact_stats.c).
+ * (vendor_config.c).  Notifications are queued with machpay_notify
+ * (common/notify.c, signed) and go out at commit, or not at all; counters move at commit (xact_stats.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "executor/spi.h"
@@ -20,6 +21,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -27,6 +29,7 @@
 
 #include "flusher/bulk_insert.h"
 #include "common/machpay.h"
+#include "common/notify.h"
 #include "flusher/series_cache.h"
 #include "flusher/xact_stats.h"
 #include "flusher/writer.h"
@@ -74,6 +77,33 @@ ts_cmp(const void *a, const void *b)
 	return x < y ? -1 : (x > y ? 1 : 0);
 }
 
+/* A point to insert, with the event it came from (for error context). */
+typedef struct PointToInsert
+{
+	int64		series_id;
+	TimestampTz time;
+	double		value;
+	int32		event_index;
+} PointToInsert;
+
+/*
+ * Points go in sorted by the btree's key (series_id, time): consecutive
+ * insertions then descend to the same leaf pages, which stay hot in the
+ * CPU caches, instead of one random leaf per point.
+ */
+static int
+point_cmp(const void *a, const void *b)
+{
+	const PointToInsert *x = a;
+	const PointToInsert *y = b;
+
+	if (x->series_id != y->series_id)
+		return x->series_id < y->series_id ? -1 : 1;
+	if (x->time != y->time)
+		return x->time < y->time ? -1 : 1;
+	return 0;
+}
+
 /* Telemetry notification: one per event's run of metric rows. */
 static void
 notify_telemetry(int32 source, const char *entity_id, TimestampTz time, int64 nrows)
@@ -90,7 +120,7 @@ notify_telemetry(int32 source, const char *entity_id, TimestampTz time, int64 nr
 	writer_append_json_time(&buf, time);
 	appendStringInfo(&buf, ",\"rows\":" INT64_FORMAT "}", nrows);
 	/* A base58 id, a timestamp and a count: always small. */
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	(void) machpay_notify(buf.data, buf.len, NULL);
 	pfree(buf.data);
 }
 
@@ -121,12 +151,81 @@ mark_rollup_hours(TimestampTz *quarters, int n)
 		elog(ERROR, "marking rollup hours failed: %s", SPI_result_code_string(rc));
 }
 
+/*
+ * Rows of new series refused by machpay.max_series_per_entity
+ * (series_cache.c), by entity: counted, and one dead letter per entity
+ * and batch in machpay.ingest_rejects (reason too_many_series).
+ */
+#define REFUSED_ENTITIES_MAX 100
+
+typedef struct RefusedRows
+{
+	int			nentities;
+	const char *entity[REFUSED_ENTITIES_MAX];
+	int64		rows[REFUSED_ENTITIES_MAX];
+	int64		total;
+} RefusedRows;
+
+static void
+note_refused(RefusedRows *rr, const char *entity)
+{
+	int			i;
+
+	rr->total++;
+	for (i = 0; i < rr->nentities; i++)
+		if (strcmp(rr->entity[i], entity) == 0)
+			break;
+	if (i == rr->nentities)
+	{
+		if (rr->nentities == REFUSED_ENTITIES_MAX)
+			return;				/* counted, not listed */
+		rr->entity[rr->nentities++] = entity;
+		rr->rows[i] = 0;
+	}
+	rr->rows[i]++;
+}
+
+static void
+record_refused(const RefusedRows *rr)
+{
+	Datum	   *ents;
+	Datum	   *rows;
+	Datum		args[3];
+	Oid			argtypes[3] = {TEXTARRAYOID, INT8ARRAYOID, INT4OID};
+	int			rc;
+
+	if (rr->total == 0)
+		return;
+	xact_stats_add(STAT_ROWS_SERIES_LIMIT, rr->total);
+	ents = palloc(sizeof(Datum) * Max(rr->nentities, 1));
+	rows = palloc(sizeof(Datum) * Max(rr->nentities, 1));
+	for (int i = 0; i < rr->nentities; i++)
+	{
+		ents[i] = CStringGetTextDatum(rr->entity[i]);
+		rows[i] = Int64GetDatum(rr->rows[i]);
+	}
+	args[0] = PointerGetDatum(construct_array(ents, rr->nentities, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(rows, rr->nentities, INT8OID, sizeof(int64),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = Int32GetDatum(machpay_max_series_per_entity);
+	rc = SPI_execute_with_args("INSERT INTO machpay.ingest_rejects (time, reason, message, excerpt)"
+							   " SELECT now(), 'too_many_series',"
+							   "        n || ' metric rows of new series dropped: the entity has reached"
+							   " machpay.max_series_per_entity (' || $3 || ')', e"
+							   "   FROM unnest($1, $2) AS t(e, n)",
+							   3, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "recording refused series failed: %s", SPI_result_code_string(rc));
+	xact_stats_add(STAT_ROWS_INGEST_REJECTS, rr->nentities);
+}
+
 static void
 write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 {
 	RowReader	rd;
 	RowView		row;
 	SeriesEntry **entries = palloc(sizeof(SeriesEntry *) * nmetric);
+	PointToInsert *points = palloc(sizeof(PointToInsert) * nmetric);
 	TimestampTz *quarters = palloc(sizeof(TimestampTz) * nmetric);
 	int64		i = 0;
 	int			nquarters = 0;
@@ -134,7 +233,9 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 	AttrNumber	a_time,
 				a_series,
 				a_value;
+	RefusedRows refused;
 
+	memset(&refused, 0, sizeof(refused));
 	series_cache_begin_batch();
 	rowbuf_reader_init(&rd, rows, len);
 	while (rowbuf_next(&rd, &row))
@@ -166,20 +267,21 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 		while (rowbuf_next(&rd, &row))
 		{
 			MetricRow	m;
-			TupleTableSlot *slot;
 			TimestampTz q;
 
 			if (row.kind != ROW_METRIC)
 				continue;
+			if (series_entry_id(entries[i]) == SERIES_REFUSED)
+			{
+				note_refused(&refused, row.str[0]);
+				i++;
+				continue;
+			}
 			memcpy(&m, row.fixed, sizeof(MetricRow));
-			slot = bulk_target_slot(bt);
-			slot->tts_values[a_time - 1] = TimestampTzGetDatum(m.time);
-			slot->tts_isnull[a_time - 1] = false;
-			slot->tts_values[a_series - 1] = Int64GetDatum(series_entry_id(entries[i]));
-			slot->tts_isnull[a_series - 1] = false;
-			slot->tts_values[a_value - 1] = Float8GetDatum(m.value);
-			slot->tts_isnull[a_value - 1] = false;
-			bulk_target_put(bt, row.event_index);
+			points[i].series_id = series_entry_id(entries[i]);
+			points[i].time = m.time;
+			points[i].value = m.value;
+			points[i].event_index = row.event_index;
 
 			q = m.time - (m.time % QUARTER_HOUR_USECS);
 			if (m.time < 0 && q != m.time)
@@ -209,8 +311,24 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 		if (run_entity != NULL)
 			notify_telemetry(run_source, run_entity, run_time, run_rows);
 	}
+
+	qsort(points, i, sizeof(PointToInsert), point_cmp);
+	for (int64 k = 0; k < i; k++)
+	{
+		TupleTableSlot *slot = bulk_target_slot(bt);
+
+		slot->tts_values[a_time - 1] = TimestampTzGetDatum(points[k].time);
+		slot->tts_isnull[a_time - 1] = false;
+		slot->tts_values[a_series - 1] = Int64GetDatum(points[k].series_id);
+		slot->tts_isnull[a_series - 1] = false;
+		slot->tts_values[a_value - 1] = Float8GetDatum(points[k].value);
+		slot->tts_isnull[a_value - 1] = false;
+		bulk_target_put(bt, points[k].event_index);
+	}
 	result->nrows[ROW_METRIC] += bulk_target_finish(bt);
-	mark_rollup_hours(quarters, nquarters);
+	if (nquarters > 0)
+		mark_rollup_hours(quarters, nquarters);
+	record_refused(&refused);
 }
 
 /* debug_logs and ingest_rejects: every column from the row's strings. */
@@ -351,6 +469,23 @@ write_config(const char *rows, Size len, int n, WriteResult *result)
 	vendor_config_apply(in, n, result);
 }
 
+/*
+ * A transaction that stores payment intents commits durably, whatever
+ * synchronous_commit the server, database or role set: its caller answers
+ * 200 once the commit returns (the flusher), or the caller's own commit is
+ * the acknowledgement (machpay.ingest()).  "off" and "local" become "on"
+ * for this transaction only (SET LOCAL), so with a synchronous standby the
+ * intent is on it too; remote_write and remote_apply are kept.
+ */
+static void
+require_durable_commit(void)
+{
+	if (synchronous_commit >= SYNCHRONOUS_COMMIT_REMOTE_WRITE)
+		return;
+	(void) set_config_option("synchronous_commit", "on", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
 void
 writer_write_batch(const char *rows, Size len, WriteResult *result)
 {
@@ -403,7 +538,10 @@ writer_write_batch(const char *rows, Size len, WriteResult *result)
 	if (count[ROW_REJECT] > 0)
 		write_simple(rows, len, ROW_REJECT, result);
 	if (count[ROW_INTENT] > 0)
+	{
 		write_intents(rows, len, (int) count[ROW_INTENT], result, callercxt);
+		require_durable_commit();
+	}
 	if (count[ROW_CONFIG] > 0)
 		write_config(rows, len, (int) count[ROW_CONFIG], result);
 
@@ -447,6 +585,6 @@ writer_notify_ingest(const WriteResult *result, const char *origin)
 					 result->events_by_source[SOURCE_PAYMENT_INTENT],
 					 result->events_by_source[SOURCE_LOG]);
 	appendStringInfo(&buf, ",\"intents_duplicate\":" INT64_FORMAT "}", ndup);
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	(void) machpay_notify(buf.data, buf.len, "ingest");
 	pfree(buf.data);
 }

@@ -52,7 +52,4 @@ extern void vendor_config_apply(ConfigInput *in, int n, WriteResult *result);
 /* JSON text of a timestamp in UTC (ISO 8601), for notification payloads. */
 extern void writer_append_json_time(StringInfo buf, TimestampTz ts);
 
-/* NOTIFY's payload limit is 8000 bytes; stay clear of it. */
-#define WRITER_NOTIFY_MAX_PAYLOAD	7900
-
 #endif							/* MACHPAY_WRITER_PARTS_H */

@@ -40,12 +40,12 @@
 #include "common/machpay.h"
 #include "common/stats.h"
 #include "http/http.h"
-#include "http/http_reply.h"
+#include "net/http_reply.h"
 
 PGDLLEXPORT void machpay_http_main(Datum main_arg);
 
 /* Workers other than the ingest ones that machpay registers. */
-#define MACHPAY_OTHER_WORKERS	3
+#define MACHPAY_OTHER_WORKERS	(2 + machpay_writers_registered)
 #define HTTP_RESTART_SECS		5
 /* Loop wait: short while intents wait for their commit, else still bounded. */
 #define HTTP_WAIT_PENDING_MS	2
@@ -298,7 +298,8 @@ refresh_state(TimestampTz now, TimestampTz *last_check)
 		http_status.in_recovery = RecoveryInProgress();
 		if (!http_status.extension_ready)
 		{
-			http_status.extension_ready = extension_exists();
+			http_status.extension_ready = extension_exists() &&
+				machpay_worker_become_role("machpay ingest worker");
 			if (http_status.extension_ready)
 				http_status.extension_ready = auth_refresh(true);
 			else if (!extension_logged)

@@ -13,7 +13,7 @@
 #ifndef MACHPAY_HTTP_H
 #define MACHPAY_HTTP_H
 
-#include "http/net.h"
+#include "net/net.h"
 
 /* State of the worker, shown in pg_stat_activity. */
 typedef enum HttpWorkerState

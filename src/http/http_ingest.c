@@ -10,7 +10,10 @@
  * never gets here: the HTTP/1.1 parser answers it 400 and closes.  Then
  * the engine reads the body, inflating gzip as it comes with the limit on
  * what it inflates to, and http_ingest_body maps it (no database I/O) and
- * puts the rows into the buffer.  A request whose events include payment
+ * puts the rows into the buffer.  When only the intents' region of the
+ * buffer has room, the body is read but a body without an intent is
+ * refused unparsed, and one with telemetry alone is refused at the buffer.
+ * A request whose events include payment
  * intents becomes *pending*: it holds a buffer ticket and is answered from
  * the loop once the flusher committed the intents (200) or gave up (503).
  *-------------------------------------------------------------------------
@@ -31,13 +34,15 @@
 #include "common/machpay.h"
 #include "common/stats.h"
 #include "http/http.h"
-#include "http/http_reply.h"
+#include "net/http_reply.h"
 #include "mapper/mapper.h"
 
 /* How long a request waits for its intents' commit before a 503. */
 #define PENDING_TIMEOUT_MS		10000
 #define PENDING_SCAN_MS			20
 #define RETRY_AFTER_SECS		"1"
+/* A body without this text carries no payment intent. */
+#define INTENT_SOURCE_TEXT		"payment_intent"
 
 typedef struct PendingRequest
 {
@@ -268,31 +273,25 @@ http_ingest_refresh_options(void)
 	MemoryContextSwitchTo(oldcxt);
 }
 
-/* The key's check; NULL when the request was answered (401/403). */
+/*
+ * The key's check; false when the request was answered (401/403/503).  On
+ * true *grant holds the key (any_entity with auth off).
+ */
 static bool
-check_key(NetRequest *req, const char **bound_entity)
+check_key(NetRequest *req, AuthGrant *grant)
 {
 	static const char *const www_auth[] = {"www-authenticate", "Bearer", NULL};
-	const char *token = NULL;
-	size_t		tlen = 0;
-	size_t		hlen;
+	static const char *const retry_after[] = {"retry-after", RETRY_AFTER_SECS, NULL};
 	const char *h;
+	size_t		hlen = 0;
 	AuthResult	ar;
 
-	*bound_entity = NULL;
+	memset(grant, 0, sizeof(*grant));
+	grant->any_entity = true;
 	if (!machpay_auth)
 		return true;
 	h = net_header(req, "authorization", &hlen);
-	if (h != NULL && hlen > 7 && pg_strncasecmp(h, "Bearer ", 7) == 0)
-	{
-		token = h + 7;
-		tlen = hlen - 7;
-		while (tlen > 0 && *token == ' ')
-			token++, tlen--;
-		while (tlen > 0 && token[tlen - 1] == ' ')
-			tlen--;
-	}
-	ar = auth_check(token, tlen, AUTH_ROLE_INGEST, bound_entity);
+	ar = auth_check_bearer(h, h ? hlen : 0, NULL, 0, AUTH_ROLE_INGEST, grant);
 	if (ar == AUTH_MISSING || ar == AUTH_UNKNOWN)
 	{
 		http_reply_error(req, 401, www_auth, "unauthorized",
@@ -303,6 +302,11 @@ check_key(NetRequest *req, const char **bound_entity)
 	if (ar == AUTH_WRONG_ROLE)
 	{
 		http_reply_error(req, 403, NULL, "forbidden", "this key may not ingest");
+		return false;
+	}
+	if (ar == AUTH_UNAVAILABLE)
+	{
+		http_reply_error(req, 503, retry_after, "not_ready", "the keys are being reloaded");
 		return false;
 	}
 	return true;
@@ -317,7 +321,7 @@ http_ingest_headers(NetRequest *req, const HttpWorkerStatus *status)
 {
 	const char *h;
 	size_t		hlen;
-	const char *bound_entity;
+	AuthGrant	grant;
 
 	if (status->state == HTTP_STATE_DRAINING)
 	{
@@ -335,7 +339,7 @@ http_ingest_headers(NetRequest *req, const HttpWorkerStatus *status)
 						 "this server is a standby and does not ingest");
 		return;
 	}
-	if (!check_key(req, &bound_entity))
+	if (!check_key(req, &grant))
 		return;
 
 	if (!req->has_body && req->content_length < 0)
@@ -376,8 +380,12 @@ http_ingest_headers(NetRequest *req, const HttpWorkerStatus *status)
 		http_reply_error(req, 503, NULL, "not_ready", "the flusher is not running");
 		return;
 	}
-	/* Overload: refuse before reading the body. */
-	if (!buffer_has_room(Max(req->content_length, 0)))
+	/*
+	 * Overload: refuse before reading the body.  When only the payment
+	 * intents' region has room (telemetry filled its own), the body is read
+	 * to learn whether it holds an intent (http_ingest_body).
+	 */
+	if (buffer_room(Max(req->content_length, 0)) == BUFFER_ROOM_NONE)
 	{
 		send_429(req);
 		return;
@@ -389,7 +397,7 @@ http_ingest_headers(NetRequest *req, const HttpWorkerStatus *status)
 void
 http_ingest_body(NetRequest *req)
 {
-	const char *bound_entity = NULL;
+	AuthGrant	grant;
 	const char *h;
 	size_t		hlen;
 	bool		ndjson;
@@ -397,6 +405,7 @@ http_ingest_body(NetRequest *req)
 	MapResult	result;
 	BufferTicket ticket;
 	BufferPutStatus put;
+	BufferRoom	room;
 	StringInfoData out;
 	char		peer[64];
 
@@ -418,8 +427,22 @@ http_ingest_body(NetRequest *req)
 			return;
 	}
 	/* The key was checked at the head; this gives its entity again. */
-	if (!check_key(req, &bound_entity))
+	if (!check_key(req, &grant))
 		return;
+
+	/*
+	 * Only the intents' region has room: a body without an intent is
+	 * refused unparsed (one with telemetry alone is refused at the put).
+	 */
+	room = buffer_room(req->body_len);
+	if (room == BUFFER_ROOM_NONE ||
+		(room == BUFFER_ROOM_INTENTS_ONLY &&
+		 memmem(req->body, req->body_len,
+				INTENT_SOURCE_TEXT, strlen(INTENT_SOURCE_TEXT)) == NULL))
+	{
+		send_429(req);
+		return;
+	}
 	h = net_header(req, "content-type", &hlen);
 	ndjson = h != NULL && media_type_is(h, hlen, "application/x-ndjson");
 
@@ -430,20 +453,23 @@ http_ingest_body(NetRequest *req)
 		opts.metrics_retention_us = metrics_retention_us;
 	if (logs_retention_us > 0)
 		opts.logs_retention_us = logs_retention_us;
-	opts.bound_entity = bound_entity;
+	opts.bound_entity = grant.any_entity ? NULL : grant.entity;
 	opts.remote_addr = peer[0] ? peer : NULL;
+	map_options_set_caps(&opts, (int64) req->body_wire_len);
 	memset(&result, 0, sizeof(result));
 	map_json_text(req->body, req->body_len, ndjson, &opts, &result);
+	initStringInfo(&out);
 
-	if (result.status == MAP_BAD_REQUEST)
+	/* 400 not JSON, 413 / 422 past a cap: nothing of it is stored */
+	if (result.status != MAP_OK)
 	{
-		http_reply_error(req, 400, NULL, "bad_request",
-						 result.bad_request_message ? result.bad_request_message :
-						 "the body is not valid JSON");
+		int			status = map_refusal_http_status(result.status);
+
+		map_response_json(&out, &result, NULL, 0);
+		http_reply_json(req, status, NULL, out.data, out.len);
 		return;
 	}
 
-	initStringInfo(&out);
 	memset(&ticket, 0, sizeof(ticket));
 	if (result.accepted == 0 && result.rejected > 0)
 	{

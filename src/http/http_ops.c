@@ -8,7 +8,9 @@
  * standby, and the flusher attached to the buffer (buffer_accepting(), the
  * flusher's internal API) so accepted rows can reach the database, and
  * the database taking its writes: 503 while flushes have been failing or
- * one has been stuck (a lock wait) for seconds (buffer_db_stalled()).
+ * one has been stuck (a lock wait) for seconds (buffer_db_stalled()), and
+ * while default_transaction_read_only is on (pg_auto_failover holds a
+ * promoted standby read-only until the old primary is known demoted).
  * /metrics renders every counter of stats.c (the same numbers as the
  * machpay.stat_receiver view) as machpay_<name>_total; the families of the
  * ingest workers (http_requests_NNN, http_events_*) get labels.  Gauges
@@ -17,6 +19,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "utils/json.h"
 
@@ -25,7 +28,7 @@
 #include "common/machpay.h"
 #include "common/stats.h"
 #include "http/http.h"
-#include "http/http_reply.h"
+#include "net/http_reply.h"
 
 #define REQUESTS_PREFIX		"http_requests_"
 #define ACCEPTED_PREFIX		"http_events_accepted_"
@@ -56,6 +59,8 @@ http_ops_readyz(NetRequest *req, const HttpWorkerStatus *status)
 		reason = "flusher not running";
 	else if (buffer_db_stalled())
 		reason = "database not writable: flushes failing";
+	else if (DefaultXactReadOnly)
+		reason = "database not writable: default_transaction_read_only";
 
 	initStringInfo(&buf);
 	if (reason == NULL)

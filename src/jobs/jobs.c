@@ -4,7 +4,7 @@
  *	  points run_rollup() and run_maintenance(): the advisory lock, the
  *	  job_runs row, the `job` NOTIFY, and the bounded run history.
  *
- * The work itself is set-based SQL in schema/40_maintenance.sql
+ * The work itself is set-based SQL in schema/41_maintenance.sql
  * (machpay._rollup, machpay._maintenance); this file only frames it.
  *
  * A manual run lives in its caller's transaction: its job_runs row and its
@@ -30,6 +30,7 @@
 
 #include "jobs/jobs.h"
 #include "common/machpay.h"
+#include "common/notify.h"
 
 /* First key of the advisory locks: "mach"; the second is the JobKind. */
 #define JOB_LOCK_KEY1	0x6d616368
@@ -115,7 +116,7 @@ job_notify(int64 run_id, JobKind job, bool manual, JobRunStatus status, int64 ro
 	appendStringInfo(&buf, ",\"run_id\":" INT64_FORMAT ",\"status\":\"%s\",\"rows\":" INT64_FORMAT
 					 ",\"manual\":%s}",
 					 run_id, job_run_status_names[status], rows, manual ? "true" : "false");
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	(void) machpay_notify(buf.data, buf.len, "job");
 	pfree(buf.data);
 }
 

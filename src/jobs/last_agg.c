@@ -7,7 +7,7 @@
  * group; this keeps one (time, value) pair per group instead, as cheap as
  * max().  At equal times the larger value (float8 order: NaN largest)
  * wins, so the result does not depend on the order rows are read in.  The
- * rollup itself is SQL (machpay._rollup in schema/40_maintenance.sql).
+ * rollup itself is SQL (machpay._rollup in schema/41_maintenance.sql).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -28,7 +28,7 @@
 #include "utils/memutils.h"
 #endif
 
-#include "mapper/base58.h"
+#include "common/base58.h"
 #include "mapper/mapper.h"
 #include "mapper/mapper_int.h"
 
@@ -41,6 +41,8 @@
  * whose entries must stay far below the 2.7 kB a btree page allows.
  */
 #define MAX_METRIC_NAME_BYTES	1024
+/* jsonb's own limit on a value's size (JENTRY_OFFLENMASK). */
+#define MAX_FIELDS_BYTES		0x0FFFFFFF
 
 #ifndef FRONTEND
 #define SWITCH_TO_OUTER(st)		MemoryContextSwitchTo((st)->outer_cxt)
@@ -100,6 +102,11 @@ map_options_init(MapOptions *opts, TimestampTz now)
 	opts->max_label_bytes = 256;
 	opts->max_errors_listed = 100;
 	opts->record_rejects = true;
+	opts->max_events = 10000;
+	opts->max_rows = 100000;
+	opts->max_rejects = 1000;
+	opts->max_rows_per_body_byte = 32;
+	opts->body_bytes = 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -139,6 +146,7 @@ map_event_begin(MapState *st)
 	st->too_many = false;
 	st->fields_json = NULL;
 	st->fields_len = 0;
+	st->fields_bad_number = NULL;
 }
 
 void
@@ -357,6 +365,63 @@ parse_double(const char *text, double *out)
 }
 
 /*
+ * Can numeric_in store this JSON number?  jsonb keeps numbers as numeric,
+ * whose input refuses (PostgreSQL 15 and later alike) an exponent of
+ * INT_MAX/2 or more in magnitude, a display scale (digits after the point
+ * less the exponent) above NUMERIC_DSCALE_MAX, and a first non-zero digit
+ * at decimal position 4 * (NUMERIC_WEIGHT_MAX + 1) or beyond (weights
+ * count base-10000 digits).  The number is valid JSON number text.
+ */
+#define NUMERIC_TEXT_DSCALE_MAX		16383
+#define NUMERIC_TEXT_WEIGHT_LIMIT	(4 * (PG_INT16_MAX + 1))
+
+bool
+map_number_storable(const char *num)
+{
+	const char *p = num;
+	int64		int_digits = 0;
+	int64		frac_digits = 0;
+	int64		first_nonzero = -1; /* index among all digits */
+	int64		exponent = 0;
+	int64		dscale;
+
+	if (*p == '-')
+		p++;
+	for (; *p >= '0' && *p <= '9'; p++, int_digits++)
+		if (*p != '0' && first_nonzero < 0)
+			first_nonzero = int_digits;
+	if (*p == '.')
+	{
+		for (p++; *p >= '0' && *p <= '9'; p++, frac_digits++)
+			if (*p != '0' && first_nonzero < 0)
+				first_nonzero = int_digits + frac_digits;
+	}
+	if (*p == 'e' || *p == 'E')
+	{
+		bool		negative = false;
+
+		p++;
+		if (*p == '+' || *p == '-')
+			negative = (*p++ == '-');
+		/* saturate: anything past INT_MAX/2 is refused alike */
+		for (; *p >= '0' && *p <= '9'; p++)
+			if (exponent < PG_INT32_MAX)
+				exponent = exponent * 10 + (*p - '0');
+		if (negative)
+			exponent = -exponent;
+	}
+	if (exponent >= PG_INT32_MAX / 2 || exponent <= -(PG_INT32_MAX / 2))
+		return false;
+	dscale = Max(frac_digits - exponent, 0);
+	if (dscale > NUMERIC_TEXT_DSCALE_MAX)
+		return false;
+	if (first_nonzero >= 0 &&
+		int_digits - 1 - first_nonzero + exponent >= NUMERIC_TEXT_WEIGHT_LIMIT)
+		return false;
+	return true;
+}
+
+/*
  * A required time in unix seconds (may be fractional), checked against
  * now + max_clock_skew and now - retention; min_time, when given, is a
  * lower bound that makes the time out of range (period_start).
@@ -402,35 +467,123 @@ require_time(MapState *st, const char *key, int64 retention_us,
 	return true;
 }
 
+#define U64_MAX_DIGITS 20
+
+/* Digits p[0..len) as a u64's canonical text into out; false on overflow. */
+static bool
+u64_from_digits(const char *p, int len, char *out)
+{
+	static const char max_u64[] = "18446744073709551615";
+
+	while (len > 1 && *p == '0')
+	{
+		p++;
+		len--;
+	}
+	if (len > U64_MAX_DIGITS || (len == U64_MAX_DIGITS && memcmp(p, max_u64, U64_MAX_DIGITS) > 0))
+		return false;
+	memcpy(out, p, len);
+	out[len] = '\0';
+	return true;
+}
+
 /*
- * An unsigned 64-bit integer given as a JSON number or a decimal string,
- * exactly: no sign, fraction, exponent or overflow.  out gets the canonical
- * decimal text (no leading zeros), at least 21 bytes.
+ * A JSON number whose value is an integer written without a fractional
+ * digit that survives its exponent: the numbers numeric_in (and so jsonb)
+ * stores with scale 0.  That is how the jsonb front end sees them (1e3 is
+ * stored as 1000, -0 as 0, 1.0 keeps its scale), so both front ends, HTTP
+ * and machpay.ingest(), accept exactly the same numbers.
+ */
+static bool
+u64_from_json_number(const char *p, int len, char *out)
+{
+	char		digits[U64_MAX_DIGITS + 1];
+	int			ndigits = 0;
+	int			nfrac = 0;
+	int			exp = 0;
+	bool		negative = false;
+	bool		nonzero = false;
+	int			i = 0;
+
+	if (i < len && p[i] == '-')
+	{
+		negative = true;
+		i++;
+	}
+	/* Mantissa digits, without leading zeros, and how many are fractional. */
+	for (bool frac = false; i < len; i++)
+	{
+		if (p[i] == '.' && !frac)
+		{
+			frac = true;
+			continue;
+		}
+		if (p[i] < '0' || p[i] > '9')
+			break;
+		if (frac)
+			nfrac++;
+		if (p[i] != '0')
+			nonzero = true;
+		if (!nonzero)
+			continue;
+		if (ndigits > U64_MAX_DIGITS)
+			return false;		/* 21 significant digits: over 2^64 */
+		digits[ndigits++] = p[i];
+	}
+	if (i < len && (p[i] == 'e' || p[i] == 'E'))
+	{
+		bool		expneg = false;
+
+		i++;
+		if (i < len && (p[i] == '+' || p[i] == '-'))
+			expneg = (p[i++] == '-');
+		for (; i < len && p[i] >= '0' && p[i] <= '9'; i++)
+			if (exp < 1000)
+				exp = exp * 10 + (p[i] - '0');
+		if (expneg)
+			exp = -exp;
+	}
+	if (i != len || nfrac - exp > 0)
+		return false;			/* a fractional digit is left: a scale */
+	if (!nonzero)
+	{
+		strcpy(out, "0");		/* -0 and 0e5 are 0, as in numeric */
+		return true;
+	}
+	if (negative)
+		return false;
+	/* Value = digits * 10^(exp - nfrac): append that many zeros. */
+	for (int z = exp - nfrac; z > 0; z--)
+	{
+		if (ndigits > U64_MAX_DIGITS)
+			return false;
+		digits[ndigits++] = '0';
+	}
+	return u64_from_digits(digits, ndigits, out);
+}
+
+/*
+ * An unsigned 64-bit integer given as a JSON number (see
+ * u64_from_json_number) or a decimal string of digits only, exactly: no
+ * sign, fraction or overflow.  out gets the canonical decimal text (no
+ * leading zeros), at least 21 bytes.
  */
 static bool
 parse_u64(const MapLeaf *leaf, char *out)
 {
 	const char *p = leaf->val;
 	int			len = leaf->vallen;
-	static const char max_u64[] = "18446744073709551615";
 
-	if (leaf->type != LEAF_NUMBER && leaf->type != LEAF_STRING)
-		return false;
 	if (len == 0)
+		return false;
+	if (leaf->type == LEAF_NUMBER)
+		return u64_from_json_number(p, len, out);
+	if (leaf->type != LEAF_STRING)
 		return false;
 	for (int i = 0; i < len; i++)
 		if (p[i] < '0' || p[i] > '9')
 			return false;
-	while (len > 1 && *p == '0')
-	{
-		p++;
-		len--;
-	}
-	if (len > 20 || (len == 20 && memcmp(p, max_u64, 20) > 0))
-		return false;
-	memcpy(out, p, len);
-	out[len] = '\0';
-	return true;
+	return u64_from_digits(p, len, out);
 }
 
 static void
@@ -953,6 +1106,19 @@ map_log(MapState *st, EventRows *ev, int index, EventError *err)
 					  leaf_type_name(fields->type));
 			return false;
 		}
+		if (st->fields_bad_number != NULL)
+		{
+			set_error(err, MAP_ERR_INVALID_TYPE,
+					  "field \"fields\" holds the number %s, which is out of the range PostgreSQL can store",
+					  clip(st->fields_bad_number, 40));
+			return false;
+		}
+		if (st->fields_len > MAX_FIELDS_BYTES)
+		{
+			set_error(err, MAP_ERR_TOO_LARGE,
+					  "field \"fields\" is larger than %d bytes", MAX_FIELDS_BYTES);
+			return false;
+		}
 		strs[3] = st->fields_json;
 		lens[3] = st->fields_len;
 	}
@@ -1040,6 +1206,83 @@ event_memory_done(MapState *st)
 #endif
 }
 
+/*
+ * Refuse the whole request (a cap, or not JSON): nothing of it is kept.
+ * Rejected events stay counted and listed, for the answer of
+ * MAP_TOO_MANY_REJECTS.
+ */
+static void
+map_refuse(MapState *st, MapStatus status, const char *message)
+{
+	MapResult  *result = st->result;
+
+	/* it may come in the middle of an event */
+#ifndef FRONTEND
+	MemoryContextSwitchTo(st->outer_cxt);
+#endif
+	result->status = status;
+	result->refusal_message = pstrdup(message);
+	result->accepted = 0;
+	result->nintents = 0;
+	memset(result->nrows, 0, sizeof(result->nrows));
+	memset(result->events_by_source, 0, sizeof(result->events_by_source));
+	resetStringInfo(&result->rows);
+	if (status != MAP_TOO_MANY_REJECTS)
+	{
+		result->rejected = 0;
+		result->nerrors = 0;
+	}
+}
+
+/*
+ * Before an event is mapped: false (and the request refused) when the
+ * request already holds max_events events.
+ */
+static bool
+cap_events(MapState *st)
+{
+	const MapOptions *o = st->opts;
+	MapResult  *result = st->result;
+	char	   *msg;
+
+	if (o->max_events <= 0 || result->accepted + result->rejected < o->max_events)
+		return true;
+	msg = psprintf("the request holds more than %d events (machpay.max_events_per_request)",
+				   o->max_events);
+	map_refuse(st, MAP_TOO_LARGE, msg);
+	return false;
+}
+
+/* After an event is mapped: the caps on rows and on rejected events. */
+static void
+cap_rows_and_rejects(MapState *st)
+{
+	const MapOptions *o = st->opts;
+	MapResult  *result = st->result;
+	int64		rows = 0;
+	char	   *msg = NULL;
+	MapStatus	status = MAP_TOO_LARGE;
+
+	for (int k = ROW_METRIC; k <= ROW_KIND_MAX; k++)
+		if (k != ROW_REJECT)
+			rows += result->nrows[k];
+	if (o->max_rows > 0 && rows > o->max_rows)
+		msg = psprintf("the request yields more than " INT64_FORMAT " rows (machpay.max_rows_per_request)",
+					   o->max_rows);
+	else if (o->max_rows_per_body_byte > 0 && o->body_bytes > 0 &&
+			 rows + result->rejected > o->body_bytes * o->max_rows_per_body_byte)
+		msg = psprintf("the request yields more than %d rows per byte of its body as sent (machpay.max_rows_per_body_byte)",
+					   o->max_rows_per_body_byte);
+	else if (o->max_rejects > 0 && result->rejected > o->max_rejects)
+	{
+		status = MAP_TOO_MANY_REJECTS;
+		msg = psprintf("more than %d events of the request were rejected (machpay.max_rejects_per_request); the rest was not read and nothing was stored",
+					   o->max_rejects);
+	}
+	if (msg != NULL)
+		map_refuse(st, status, msg);
+}
+
 void
 map_event_end(MapState *st, int index, const char *excerpt, int excerpt_len)
 {
@@ -1051,7 +1294,7 @@ map_event_end(MapState *st, int index, const char *excerpt, int excerpt_len)
 	EventSource src = SOURCE_GATEWAY;
 	bool		ok = false;
 
-	if (result->status != MAP_OK)
+	if (result->status != MAP_OK || !cap_events(st))
 	{
 		event_memory_done(st);
 		return;
@@ -1104,37 +1347,25 @@ map_event_end(MapState *st, int index, const char *excerpt, int excerpt_len)
 		reject_event(st, index, err.code, err.message, excerpt, excerpt_len);
 	}
 	event_memory_done(st);
+	cap_rows_and_rejects(st);
 }
 
 void
 map_event_not_object(MapState *st, int index, const char *excerpt,
 					 int excerpt_len)
 {
-	if (st->result->status != MAP_OK)
+	if (st->result->status != MAP_OK || !cap_events(st))
 		return;
 	reject_event(st, index, MAP_ERR_INVALID_TYPE, "an event must be a JSON object",
 				 excerpt, excerpt_len);
+	cap_rows_and_rejects(st);
 }
 
 /* Nothing of a bad request is kept: forget every row and count. */
 void
 map_bad_request(MapState *st, const char *message)
 {
-	MapResult  *result = st->result;
-
-	/* it may come in the middle of an event */
-#ifndef FRONTEND
-	MemoryContextSwitchTo(st->outer_cxt);
-#endif
-	result->status = MAP_BAD_REQUEST;
-	result->bad_request_message = pstrdup(message);
-	result->accepted = 0;
-	result->rejected = 0;
-	result->nerrors = 0;
-	result->nintents = 0;
-	memset(result->nrows, 0, sizeof(result->nrows));
-	memset(result->events_by_source, 0, sizeof(result->events_by_source));
-	resetStringInfo(&result->rows);
+	map_refuse(st, MAP_BAD_REQUEST, message);
 }
 
 /* ------------------------------------------------------------------------
@@ -1142,23 +1373,11 @@ map_bad_request(MapState *st, const char *message)
  * ------------------------------------------------------------------------
  */
 
-void
-map_response_json(StringInfo out, const MapResult *result,
-				  const IntentOutcome *intents, int nintents)
+/* [{"index":i,"code":"...","message":"..."}, ...] */
+static void
+errors_json(StringInfo out, const MapResult *result)
 {
-	if (result->status == MAP_BAD_REQUEST)
-	{
-		const char *msg = result->bad_request_message ?
-			result->bad_request_message : "bad request";
-
-		appendStringInfoString(out, "{\"error\":\"bad_request\",\"message\":");
-		append_json_string(out, msg, strlen(msg));
-		appendStringInfoChar(out, '}');
-		return;
-	}
-
-	appendStringInfo(out, "{\"accepted\":%d,\"rejected\":%d,\"errors\":[",
-					 result->accepted, result->rejected);
+	appendStringInfoChar(out, '[');
 	for (int i = 0; i < result->nerrors; i++)
 	{
 		const MapError *e = &result->errors[i];
@@ -1171,6 +1390,77 @@ map_response_json(StringInfo out, const MapResult *result,
 		appendStringInfoChar(out, '}');
 	}
 	appendStringInfoChar(out, ']');
+}
+
+const char *
+map_refusal_code(MapStatus status)
+{
+	switch (status)
+	{
+		case MAP_OK:
+			break;
+		case MAP_BAD_REQUEST:
+			return "bad_request";
+		case MAP_TOO_LARGE:
+			return "too_large";
+		case MAP_TOO_MANY_REJECTS:
+			return "too_many_rejects";
+	}
+	return "ok";
+}
+
+int
+map_refusal_http_status(MapStatus status)
+{
+	switch (status)
+	{
+		case MAP_OK:
+			break;
+		case MAP_BAD_REQUEST:
+			return 400;
+		case MAP_TOO_LARGE:
+			return 413;
+		case MAP_TOO_MANY_REJECTS:
+			return 422;
+	}
+	return 200;
+}
+
+/*
+ * A refused request: {"error":...,"message":...}, plus the counts and the
+ * listed errors when too many events were rejected (they say what is wrong).
+ */
+static void
+refusal_json(StringInfo out, const MapResult *result)
+{
+	const char *msg = result->refusal_message ?
+		result->refusal_message : "request refused";
+
+	appendStringInfo(out, "{\"error\":\"%s\",\"message\":",
+					 map_refusal_code(result->status));
+	append_json_string(out, msg, strlen(msg));
+	if (result->status == MAP_TOO_MANY_REJECTS)
+	{
+		appendStringInfo(out, ",\"accepted\":0,\"rejected\":%d,\"errors\":",
+						 result->rejected);
+		errors_json(out, result);
+	}
+	appendStringInfoChar(out, '}');
+}
+
+void
+map_response_json(StringInfo out, const MapResult *result,
+				  const IntentOutcome *intents, int nintents)
+{
+	if (result->status != MAP_OK)
+	{
+		refusal_json(out, result);
+		return;
+	}
+
+	appendStringInfo(out, "{\"accepted\":%d,\"rejected\":%d,\"errors\":",
+					 result->accepted, result->rejected);
+	errors_json(out, result);
 	if (intents != NULL)
 	{
 		appendStringInfoString(out, ",\"intents\":[");

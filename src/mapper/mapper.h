@@ -42,6 +42,18 @@ typedef struct MapOptions
 	int			max_label_bytes;	/* 256 */
 	int			max_errors_listed;	/* 100 */
 	bool		record_rejects; /* emit ROW_REJECT rows for rejected events */
+
+	/*
+	 * Caps per request (0 = none), checked as the walk goes so a request
+	 * that passes one stops costing at once: events read, rows of accepted
+	 * events, rejected events, and rows (dead letters included) per byte
+	 * of the body as it came over the wire (body_bytes; 0 = not known).
+	 */
+	int			max_events;
+	int64		max_rows;
+	int			max_rejects;
+	int			max_rows_per_body_byte;
+	int64		body_bytes;
 } MapOptions;
 
 extern void map_options_init(MapOptions *opts, TimestampTz now);
@@ -53,16 +65,22 @@ typedef struct MapError
 	char	   *message;
 } MapError;
 
+/*
+ * Every status but MAP_OK refuses the whole request: result->rows is empty,
+ * nothing of it is stored, and refusal_message says why.
+ */
 typedef enum MapStatus
 {
 	MAP_OK,						/* events were read (some may be rejected) */
-	MAP_BAD_REQUEST,			/* not JSON/NDJSON or nesting > max_depth: store nothing */
+	MAP_BAD_REQUEST,			/* not JSON/NDJSON or nesting > max_depth (400) */
+	MAP_TOO_LARGE,				/* more events or rows than the caps allow (413) */
+	MAP_TOO_MANY_REJECTS,		/* more rejected events than allowed (422) */
 } MapStatus;
 
 typedef struct MapResult
 {
 	MapStatus	status;
-	char	   *bad_request_message;	/* with MAP_BAD_REQUEST */
+	char	   *refusal_message;	/* with any status but MAP_OK */
 	int			accepted;		/* events accepted */
 	int			rejected;		/* events rejected */
 	int			nerrors;		/* errors listed (<= max_errors_listed) */
@@ -78,7 +96,8 @@ typedef struct MapResult
  * event's index is its array position, or for NDJSON the line's 0-based
  * position among non-empty lines (blank lines are not counted).  With
  * MAP_BAD_REQUEST, result->rows is empty and all counts are zero;
- * map_response_json() then writes {"error":"bad_request","message":...}.
+ * map_response_json() then writes {"error":"bad_request","message":...};
+ * with the caps' statuses see map_refusal_code().
  */
 extern void map_json_text(const char *body, size_t len, bool ndjson,
 						  const MapOptions *opts, MapResult *result);
@@ -95,6 +114,12 @@ extern void map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result)
  * (uses SPI); for SQL callers such as machpay.ingest() (mapper_sql.c).
  */
 extern void map_options_load(MapOptions *opts, TimestampTz now);
+
+/*
+ * The caps per request from the machpay.max_*_per_request settings;
+ * body_bytes is the body's size as sent (0 when not known).
+ */
+extern void map_options_set_caps(MapOptions *opts, int64 body_bytes);
 #endif
 
 /* The outcome of one stored intent, in the order of the batch's ROW_INTENT rows. */
@@ -110,6 +135,13 @@ typedef struct IntentOutcome
  * {"accepted":n,"rejected":m,"errors":[...]} plus "intents":[...] when
  * intents is not NULL.
  */
+/*
+ * The error word of a refused request ("bad_request", "too_large",
+ * "too_many_rejects"), and its HTTP status (400, 413, 422).
+ */
+extern const char *map_refusal_code(MapStatus status);
+extern int	map_refusal_http_status(MapStatus status);
+
 extern void map_response_json(StringInfo out, const MapResult *result,
 							  const IntentOutcome *intents, int nintents);
 

@@ -49,6 +49,7 @@ typedef struct MapState
 	bool		too_many;		/* more values than an event may yield */
 	const char *fields_json;	/* log "fields" object as JSON text */
 	int			fields_len;
+	const char *fields_bad_number;	/* a number in it numeric cannot store */
 
 	/*
 	 * Where a reject's excerpt comes from when the front end passes none:
@@ -79,5 +80,6 @@ extern void map_event_end(MapState *st, int index,
 extern void map_event_not_object(MapState *st, int index,
 								 const char *excerpt, int excerpt_len);
 extern void map_bad_request(MapState *st, const char *message);
+extern bool map_number_storable(const char *num);
 
 #endif							/* MACHPAY_MAPPER_INT_H */

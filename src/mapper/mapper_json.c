@@ -24,6 +24,7 @@
 
 #include "mapper/mapper.h"
 #include "mapper/mapper_int.h"
+#include "common/pg_compat.h"
 
 /* The walk over one JSON document (the body, or one NDJSON line). */
 typedef struct JsonWalk
@@ -41,6 +42,7 @@ typedef struct JsonWalk
 	int			arrays_open;	/* arrays open inside the event */
 	const char *event_start;
 	const char *fields_start;
+	bool		in_fields;		/* inside the event's top-level "fields" */
 
 	int			skip_depth;		/* > 0: skipping a non-object element */
 	const char *skip_start;
@@ -103,14 +105,31 @@ leaf_type_of(JsonTokenType type)
 	}
 }
 
+/*
+ * Once the request is refused (a cap), make the lexer see the end of the
+ * input: the parser then stops with an error that walk_document ignores,
+ * so the rest of the body costs nothing.
+ */
 static void
+walk_stop_if_refused(JsonWalk *w)
+{
+	size_t		here;
+
+	if (w->ms->result->status == MAP_OK)
+		return;
+	here = (size_t) (w->lex->token_terminator - w->lex->input);
+	if (here < (size_t) w->lex->input_length)
+		w->lex->input_length = here;
+}
+
+static JSON_ACTION_RETURN
 walk_object_start(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
 	w->depth++;
 	if (w->skip_depth > 0)
-		return;
+		JSON_ACTION_OK;
 	if (!w->in_event)
 	{
 		if (w->depth == w->event_depth)
@@ -122,10 +141,10 @@ walk_object_start(void *state)
 			w->fields_start = NULL;
 			map_event_begin(w->ms);
 		}
-		return;
+		JSON_ACTION_OK;
 	}
 	if (w->arrays_open > 0)
-		return;
+		JSON_ACTION_OK;
 	if (w->obj_level <= 2)
 		map_add_leaf(w->ms, w->path, w->obj_level, LEAF_OBJECT, NULL, 0);
 	w->obj_level++;
@@ -134,6 +153,7 @@ walk_object_start(void *state)
 		w->maxpath *= 2;
 		w->path = repalloc(w->path, sizeof(char *) * w->maxpath);
 	}
+	JSON_ACTION_OK;
 }
 
 /*
@@ -150,36 +170,40 @@ walk_skipped_end(JsonWalk *w, int closing)
 		w->skip_depth = 0;
 		map_event_not_object(w->ms, w->index, w->skip_start,
 							 (int) (w->lex->prev_token_terminator - w->skip_start));
+		walk_stop_if_refused(w);
 	}
 	return true;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_object_end(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 	int			closing = w->depth--;
 
 	if (walk_skipped_end(w, closing))
-		return;
+		JSON_ACTION_OK;
 	if (!w->in_event || w->arrays_open > 0)
-		return;
+		JSON_ACTION_OK;
 	if (--w->obj_level == 0)
 	{
 		w->in_event = false;
+		w->in_fields = false;
 		map_event_end(w->ms, w->index, w->event_start,
 					  (int) (w->lex->prev_token_terminator - w->event_start));
+		walk_stop_if_refused(w);
 	}
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_array_start(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
 	w->depth++;
 	if (w->skip_depth > 0)
-		return;
+		JSON_ACTION_OK;
 	if (!w->in_event)
 	{
 		if (w->depth == 1 && w->allow_top_array)
@@ -190,26 +214,28 @@ walk_array_start(void *state)
 			w->skip_depth = w->depth;
 			w->skip_start = w->lex->token_start;
 		}
-		return;
+		JSON_ACTION_OK;
 	}
 	if (w->arrays_open == 0 && w->obj_level <= 2)
 		map_add_leaf(w->ms, w->path, w->obj_level, LEAF_ARRAY, NULL, 0);
 	w->arrays_open++;
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_array_end(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 	int			closing = w->depth--;
 
 	if (walk_skipped_end(w, closing))
-		return;
+		JSON_ACTION_OK;
 	if (w->in_event)
 		w->arrays_open--;
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_array_element_start(void *state, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
@@ -217,21 +243,28 @@ walk_array_element_start(void *state, bool isnull)
 	if (w->depth == 1 && w->event_depth == 2 && !w->in_event &&
 		w->skip_depth == 0)
 		w->index = w->nelems++;
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_field_start(void *state, char *fname, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
 	if (w->skip_depth > 0 || !w->in_event || w->arrays_open > 0)
-		return;
+		JSON_ACTION_OK;
 	w->path[w->obj_level - 1] = fname;
 	if (w->obj_level == 1 && strcmp(fname, "fields") == 0)
+	{
+		/* jsonb keeps the last of duplicate keys: judge only that one */
 		w->fields_start = w->lex->token_start;
+		w->in_fields = true;
+		w->ms->fields_bad_number = NULL;
+	}
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_field_end(void *state, char *fname, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
@@ -239,8 +272,10 @@ walk_field_end(void *state, char *fname, bool isnull)
 	if (w->skip_depth > 0 || !w->in_event || w->arrays_open > 0)
 	{
 		pfree(fname);
-		return;
+		JSON_ACTION_OK;
 	}
+	if (w->obj_level == 1 && strcmp(fname, "fields") == 0)
+		w->in_fields = false;
 	if (w->obj_level == 1 && w->fields_start != NULL &&
 		strcmp(fname, "fields") == 0)
 	{
@@ -250,9 +285,10 @@ walk_field_end(void *state, char *fname, bool isnull)
 		w->ms->fields_len = len;
 		w->fields_start = NULL;
 	}
+	JSON_ACTION_OK;
 }
 
-static void
+static JSON_ACTION_RETURN
 walk_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	JsonWalk   *w = (JsonWalk *) state;
@@ -260,21 +296,27 @@ walk_scalar(void *state, char *token, JsonTokenType tokentype)
 	if (w->skip_depth > 0)
 	{
 		pfree(token);
-		return;
+		JSON_ACTION_OK;
 	}
 	if (!w->in_event)
 	{
 		map_event_not_object(w->ms, w->index, token, (int) strlen(token));
 		pfree(token);
-		return;
+		walk_stop_if_refused(w);
+		JSON_ACTION_OK;
 	}
+	/* the log's fields become jsonb: its numbers must fit numeric */
+	if (w->in_fields && tokentype == JSON_TOKEN_NUMBER &&
+		w->ms->fields_bad_number == NULL && !map_number_storable(token))
+		w->ms->fields_bad_number = pstrdup(token);
 	if (w->arrays_open > 0)
 	{
 		pfree(token);
-		return;
+		JSON_ACTION_OK;
 	}
 	map_add_leaf(w->ms, w->path, w->obj_level, leaf_type_of(tokentype),
 				 token, (int) strlen(token));
+	JSON_ACTION_OK;
 }
 
 /*
@@ -393,7 +435,7 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 
 	memset(&w, 0, sizeof(w));
 	w.ms = ms;
-	w.lex = makeJsonLexContextCstringLen((char *) text, (int) len, PG_UTF8, true);
+	w.lex = machpay_json_lexer(text, len);
 	w.allow_top_array = allow_array;
 	w.event_depth = 1;
 	w.index = index;
@@ -412,6 +454,9 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 	sem.scalar = walk_scalar;
 
 	res = parse_guarded(w.lex, &sem, &caught);
+	/* refused by a cap while walking: the parser was stopped on purpose */
+	if (ms->result->status != MAP_OK)
+		return false;
 	if (caught != NULL)
 	{
 		char	   *msg = psprintf("invalid JSON: %s", caught);
@@ -445,12 +490,7 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 		return false;
 	}
 	pfree(w.path);
-	if (w.lex->strval)
-	{
-		pfree(w.lex->strval->data);
-		pfree(w.lex->strval);
-	}
-	pfree(w.lex);
+	machpay_json_lexer_free(w.lex);
 	return true;
 }
 
@@ -499,6 +539,8 @@ map_json_text(const char *body, size_t len, bool ndjson,
 			size_t		end = nl ? (size_t) (nl - body) : len;
 
 			line++;
+			if (result->status != MAP_OK)
+				return;
 			if (!is_blank(body + pos, end - pos))
 			{
 				if (!walk_document(&ms, body + pos, end - pos, false, index, line))

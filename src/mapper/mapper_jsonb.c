@@ -9,8 +9,9 @@
  * deeper than max_depth makes the whole request bad.  A reject's excerpt is
  * the event rendered by JsonbToCString, cut to 1 kB.  Backend only.
  *
- * jsonb has already normalised numbers (1e2 is stored as 100), so unlike
- * request text an exponent that yields an integer is an integer here.
+ * jsonb has already normalised numbers (1e2 is stored as 100); the request
+ * text front end reads numbers the same way (mapper.c, parse_u64), so both
+ * accept the same integers.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -219,6 +220,8 @@ map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result)
 
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 		{
+			if (result->status != MAP_OK)
+				break;			/* refused by a cap: read no further */
 			if (tok != WJB_ELEM)
 				continue;
 			if (v.type == jbvBinary &&

@@ -57,6 +57,16 @@ retention_us(const char *table_name)
 }
 
 void
+map_options_set_caps(MapOptions *opts, int64 body_bytes)
+{
+	opts->max_events = machpay_max_events_per_request;
+	opts->max_rows = machpay_max_rows_per_request;
+	opts->max_rejects = machpay_max_rejects_per_request;
+	opts->max_rows_per_body_byte = machpay_max_rows_per_body_byte;
+	opts->body_bytes = body_bytes;
+}
+
+void
 map_options_load(MapOptions *opts, TimestampTz now)
 {
 	int64		metrics;
@@ -64,6 +74,7 @@ map_options_load(MapOptions *opts, TimestampTz now)
 
 	map_options_init(opts, now);
 	opts->max_clock_skew_us = (int64) machpay_max_clock_skew_s * USECS_PER_SEC;
+	map_options_set_caps(opts, 0);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -247,8 +258,14 @@ put_result(FunctionCallInfo fcinfo, MapResult *result)
 	if (result->status == MAP_BAD_REQUEST)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("bad request: %s", result->bad_request_message),
+				 errmsg("bad request: %s", result->refusal_message),
 				 errdetail("Nothing of a bad request is stored.")));
+	if (result->status != MAP_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s: %s", map_refusal_code(result->status),
+						result->refusal_message),
+				 errdetail("Nothing of a refused request is stored.")));
 
 	rowbuf_reader_init(&reader, result->rows.data, result->rows.len);
 	while (rowbuf_next(&reader, &row))

@@ -91,3 +91,32 @@ rowbuf_next(RowReader *reader, RowView *row)
 	reader->pos += hdr.len;
 	return true;
 }
+
+/*
+ * Append to out the records of data whose kind is (or, with !matching, is
+ * not) kind, unchanged; returns how many.  The flusher splits a request's
+ * batch this way: its intents apart from its telemetry.
+ */
+int
+rowbuf_copy_kind(StringInfo out, const char *data, Size len, RowKind kind,
+				 bool matching)
+{
+	RowReader	reader;
+	RowView		row;
+	int			n = 0;
+
+	rowbuf_reader_init(&reader, data, len);
+	for (;;)
+	{
+		const char *start = reader.pos;
+
+		if (!rowbuf_next(&reader, &row))
+			break;
+		if ((row.kind == kind) == matching)
+		{
+			appendBinaryStringInfo(out, start, (int) (reader.pos - start));
+			n++;
+		}
+	}
+	return n;
+}

@@ -118,5 +118,7 @@ extern void rowbuf_append(StringInfo buf, RowKind kind, int32 event_index,
 						  const uint32 *lens);
 extern void rowbuf_reader_init(RowReader *reader, const char *data, Size len);
 extern bool rowbuf_next(RowReader *reader, RowView *row);
+extern int	rowbuf_copy_kind(StringInfo out, const char *data, Size len,
+							 RowKind kind, bool matching);
 
 #endif							/* MACHPAY_ROWBUF_H */

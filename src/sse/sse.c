@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * sse.c
- *	  The SSE relay worker: a server of the HTTP engine (http/net.h) serving
+ *	  The SSE relay worker: a server of the HTTP engine (net/net.h) serving
  *	  the stream and the console page, and a libpq connection that LISTENs
  *	  on machpay_events.
  *
@@ -15,14 +15,21 @@
  *
  * That connection is non-blocking: its socket is in the engine's wait set
  * (and polled once per loop turn), so neither a slow database nor a lost
- * connection ever blocks the clients.  The same connection reads the
- * console keys (sse_keys.c) every SSE_KEYS_RELOAD_MS.  When the connection
- * is lost (pg_terminate_backend, a restart of the server) the relay
- * reconnects by itself with exponential backoff; sequence numbers and the
- * replay window live in the worker and keep going.  Sequence numbers start
- * at the start time of the worker in milliseconds times 1000, so they keep
- * growing across restarts of the server too, and a Last-Event-ID from an
- * earlier run gets "event: reset".
+ * connection ever blocks the clients.  The console keys are the key cache
+ * of common/auth.c, refreshed once per loop turn through the worker's own
+ * backend; when they change, open streams are re-checked (sse_clients.c).
+ * When the connection is lost (pg_terminate_backend, a restart of the
+ * server) the relay reconnects by itself with exponential backoff;
+ * sequence numbers and the replay window live in the worker and keep
+ * going.  Notifications sent while it was away are lost with the
+ * connection, so once it listens again it reads the payment intents
+ * committed meanwhile back from the table (received up to
+ * SSE_MISSED_MARGIN_S before the newest it relayed, or since it last
+ * listened) and relays those it has not relayed yet: a console never
+ * misses a settlement.  Sequence numbers start at the start time of the
+ * worker in milliseconds times 1000, so they keep growing across restarts
+ * of the server too, and a Last-Event-ID from an earlier run gets
+ * "event: reset".
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -47,17 +54,24 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "common/auth.h"
 #include "common/machpay.h"
-#include "http/net.h"
+#include "net/net.h"
 #include "sse/sse.h"
 
 #define SSE_ROLE				"machpay sse relay"
 #define SSE_LISTENER_APPNAME	"machpay_sse_listener"
-#define SSE_KEYS_RELOAD_MS		500
 #define SSE_BACKOFF_MIN_MS		100
 #define SSE_BACKOFF_MAX_MS		5000
 #define SSE_LOOP_WAIT_MS		100
 #define SSE_BIND_RETRY_MS		5000
+/*
+ * An intent is received (created_at) before it commits: read back from
+ * this long before the newest one relayed, so one that committed later
+ * than a newer one is not missed (ids already relayed are skipped).
+ */
+#define SSE_MISSED_MARGIN_S		60
+#define SSE_MISSED_MAX_ROWS		SSE_WINDOW_EVENTS
 
 PGDLLEXPORT void sse_worker_main(Datum main_arg);
 
@@ -73,7 +87,7 @@ typedef enum SseDbQuery
 {
 	SSE_QUERY_NONE,
 	SSE_QUERY_LISTEN,
-	SSE_QUERY_KEYS
+	SSE_QUERY_MISSED			/* payment intents committed while away */
 } SseDbQuery;
 
 
@@ -86,7 +100,8 @@ static int	db_backoff_ms = SSE_BACKOFF_MIN_MS;
 static bool db_lost_logged = false;	/* one line per outage ... */
 static bool db_refused_logged = false;	/* ... and one per kind of failure */
 static bool db_ever_ready = false;
-static uint64 keys_next_load = 0;
+static bool missed_pending = false;	/* read back missed intents next */
+static TimestampTz db_ready_at = 0; /* when LISTEN first succeeded */
 static bool keys_error_logged = false;
 static char *superuser_name = NULL;
 static bool notifications_held = false;	/* parsed by libpq, not yet relayed */
@@ -174,8 +189,8 @@ db_fail(const char *what, const char *detail)
 static void
 db_connect_start(void)
 {
-	const char *keys[7];
-	const char *values[7];
+	const char *keys[8];
+	const char *values[8];
 	char		port[16];
 	char	   *host;
 	char	   *comma;
@@ -201,8 +216,14 @@ db_connect_start(void)
 	values[4] = SSE_LISTENER_APPNAME;
 	keys[5] = "connect_timeout";
 	values[5] = "10";
-	keys[6] = NULL;
-	values[6] = NULL;
+	/*
+	 * Times read back as JSON in the writer's format (UTC); search_path
+	 * pinned like every worker's (worker_common.c).
+	 */
+	keys[6] = "options";
+	values[6] = "-c TimeZone=UTC -c search_path=pg_catalog,pg_temp";
+	keys[7] = NULL;
+	values[7] = NULL;
 
 	db_conn = PQconnectStartParams(keys, values, 0);
 	if (db_conn == NULL || PQstatus(db_conn) == CONNECTION_BAD)
@@ -253,36 +274,66 @@ db_handle_result(PGresult *res)
 		}
 		db_state = SSE_DB_READY;
 		db_backoff_ms = SSE_BACKOFF_MIN_MS;
+		missed_pending = db_ever_ready;
 		if (db_lost_logged || db_refused_logged || db_ever_ready)
-			ereport(LOG, (errmsg("sse relay reconnected to database \"%s\" and listens on " MACHPAY_NOTIFY_CHANNEL " again; notifications sent while it was away are missed",
+			ereport(LOG, (errmsg("sse relay reconnected to database \"%s\" and listens on " MACHPAY_NOTIFY_CHANNEL " again; payment intents committed meanwhile are read back, other notifications sent while it was away are missed",
 								 machpay_database)));
 		else
 			ereport(LOG, (errmsg("sse relay listens on " MACHPAY_NOTIFY_CHANNEL " in database \"%s\"",
 								 machpay_database)));
 		db_lost_logged = db_refused_logged = false;
+		if (!db_ever_ready)
+			db_ready_at = GetCurrentTimestamp();
 		db_ever_ready = true;
-		keys_next_load = 0;
 	}
-	else if (db_query == SSE_QUERY_KEYS)
+	else if (db_query == SSE_QUERY_MISSED)
 	{
 		if (st == PGRES_TUPLES_OK)
 		{
-			int			i;
-
-			sse_keys_begin_load();
-			for (i = 0; i < PQntuples(res); i++)
-				sse_keys_add(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
-			sse_keys_end_load();
-			keys_error_logged = false;
+			for (int i = 0; i < PQntuples(res); i++)
+				sse_relay_missed_intent(PQgetvalue(res, i, 0));
 		}
-		else if (!keys_error_logged)
-		{
+		else
 			ereport(LOG,
-					(errmsg("sse relay could not read machpay.ingest_keys: %s", PQresultErrorMessage(res)),
-					 errdetail("The last key list read stays in use.")));
-			keys_error_logged = true;
-		}
+					(errmsg("sse relay could not read back missed payment intents: %s",
+							PQresultErrorMessage(res))));
 	}
+}
+
+/*
+ * Asks for the payment intents received since the newest one relayed (less
+ * a margin), or since the relay first listened, as payment_intent payloads
+ * in the writer's format (flusher/intents.c).
+ */
+static bool
+db_send_missed_intents(void)
+{
+	const char *since = sse_last_intent_created_at();
+	char	   *lit;
+	char	   *sql;
+	bool		ok;
+
+	if (since[0] == '\0')
+		since = timestamptz_to_str(db_ready_at);
+	lit = PQescapeLiteral(db_conn, since, strlen(since));
+	if (lit == NULL)
+	{
+		db_fail("lost its database connection", PQerrorMessage(db_conn));
+		return false;
+	}
+	sql = psprintf("SELECT '{\"type\":\"payment_intent\",\"id\":' || to_json(id::text)"
+				   " || ',\"gateway_id\":' || to_json(gateway_id) || ',\"agent_id\":' || to_json(agent_id)"
+				   " || ',\"nonce\":' || to_json(nonce::text) || ',\"amount\":' || to_json(amount::text)"
+				   " || ',\"token\":' || to_json(token) || ',\"status\":' || to_json(status)"
+				   " || ',\"created_at\":' || to_json(created_at) || '}'"
+				   " FROM machpay.payment_intents"
+				   " WHERE created_at >= %s::timestamptz - interval '%d s'"
+				   " ORDER BY created_at, id LIMIT %d",
+				   lit, SSE_MISSED_MARGIN_S, SSE_MISSED_MAX_ROWS);
+	PQfreemem(lit);
+	ok = db_send(sql, SSE_QUERY_MISSED);
+	pfree(sql);
+	return ok;
 }
 
 /*
@@ -357,11 +408,10 @@ db_poll(void)
 	}
 	if (budget < SSE_RELAY_TURN_BYTES)
 		sse_clients_wake();		/* the window got new events */
-	if (db_state == SSE_DB_READY && db_query == SSE_QUERY_NONE && now >= keys_next_load)
+	if (db_state == SSE_DB_READY && db_query == SSE_QUERY_NONE && missed_pending)
 	{
-		keys_next_load = now + SSE_KEYS_RELOAD_MS;
-		if (!db_send("SELECT encode(token_sha256, 'hex'), role, entity_id FROM machpay.ingest_keys"
-					 " WHERE revoked_at IS NULL OR revoked_at > now()", SSE_QUERY_KEYS))
+		missed_pending = false;
+		if (!db_send_missed_intents())
 			return;
 	}
 	if (PQflush(db_conn) < 0)
@@ -369,6 +419,33 @@ db_poll(void)
 }
 
 /* ---- the worker ---- */
+
+/*
+ * Reload the key cache when keys changed, and close the streams whose key
+ * is no longer live.  A failed reload keeps the last keys until auth.c
+ * judges them stale (new streams then get 503).
+ */
+static void
+refresh_keys(void)
+{
+	static uint64 seen_generation = 0;
+
+	if (!auth_refresh(false))
+	{
+		if (!keys_error_logged)
+			ereport(LOG,
+					(errmsg("sse relay could not read machpay.ingest_keys"),
+					 errdetail("It retries every second; open streams are re-checked once it can.")));
+		keys_error_logged = true;
+		return;
+	}
+	keys_error_logged = false;
+	if (auth_generation() != seen_generation)
+	{
+		seen_generation = auth_generation();
+		sse_clients_revalidate();
+	}
+}
 
 static void
 load_superuser_name(void)
@@ -390,7 +467,7 @@ sse_worker_main(Datum main_arg)
 	if (!machpay_worker_wait_for_extension(SSE_ROLE))
 		proc_exit(0);
 	load_superuser_name();
-	/* pg_cryptohash (key checks) registers with the current resource owner. */
+	/* An owner outside transactions, for what registers with one. */
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, SSE_ROLE);
 	pgstat_report_activity(STATE_RUNNING, "relaying " MACHPAY_NOTIFY_CHANNEL);
 
@@ -419,6 +496,7 @@ sse_worker_main(Datum main_arg)
 			net_apply_limits(&limits);
 		}
 		db_poll();
+		refresh_keys();
 		net_run();				/* what the new events queued goes out now */
 		now = now_ms();
 		sse_clients_tick(now);

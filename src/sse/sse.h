@@ -13,7 +13,7 @@
 #ifndef MACHPAY_SSE_H
 #define MACHPAY_SSE_H
 
-#include "http/net.h"
+#include "net/net.h"
 
 /* Replay window: at most this many events and this many bytes. */
 #define SSE_WINDOW_EVENTS		10000
@@ -33,6 +33,8 @@
 
 /* Largest payload reassembled from parts (machpay.max_body_size's default). */
 #define SSE_MAX_PAYLOAD			(8 * 1024 * 1024)
+/* Deepest nesting of a relayed payload (SPEC's limit for ingested JSON). */
+#define SSE_MAX_JSON_DEPTH		64
 
 typedef struct SseEvent
 {
@@ -49,7 +51,7 @@ typedef struct SseEvent
 } SseEvent;
 
 /* sse_events.c: the window and the payload protocol */
-/* value of one hex digit, -1 if c is none (sse_keys.c) */
+/* value of one hex digit, -1 if c is none */
 extern int	sse_hexval(char c);
 
 extern void sse_window_init(uint64 first_seq);
@@ -58,7 +60,9 @@ extern uint64 sse_window_next_seq(void);
 extern uint64 sse_window_end_offset(void);
 extern SseEvent *sse_window_get(uint64 seq);
 extern void sse_event_release(SseEvent *ev);
-extern size_t sse_relay_notification(const char *payload);
+extern size_t sse_relay_notification(const char *notification);
+extern void sse_relay_missed_intent(const char *payload);
+extern const char *sse_last_intent_created_at(void);
 extern int64 sse_events_relayed(void);
 
 /* sse_clients.c: HTTP handling and streaming; sse.c wakes the clients
@@ -66,22 +70,9 @@ extern int64 sse_events_relayed(void);
 extern const NetHandler *sse_clients_init(void);
 extern void sse_clients_wake(void);
 extern void sse_clients_tick(uint64 now_ms);
+/* Close the streams whose key is no longer live (keys: common/auth.h). */
+extern void sse_clients_revalidate(void);
 extern int	sse_clients_count(void);
-
-/* sse_keys.c: cache of console keys */
-typedef enum SseAuthResult
-{
-	SSE_AUTH_OK,
-	SSE_AUTH_MISSING,			/* no token presented: 401 */
-	SSE_AUTH_UNKNOWN,			/* unknown or revoked: 401 */
-	SSE_AUTH_WRONG_ROLE,		/* an ingest key: 403 */
-	SSE_AUTH_NOT_LOADED			/* no key list read yet: 503 */
-} SseAuthResult;
-
-extern void sse_keys_begin_load(void);
-extern void sse_keys_add(const char *sha256_hex, const char *role, const char *entity_id);
-extern void sse_keys_end_load(void);
-extern SseAuthResult sse_keys_check(const char *token, size_t len, char **entity_out);
 
 /* sse_console.c: the page served at GET / */
 extern const char *sse_console_page(size_t *len);

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * sse_clients.c
  *	  HTTP side of the SSE relay: GET /v1/stream and GET / (console page),
- *	  served by the HTTP engine (http/net.h).
+ *	  served by the HTTP engine (net/net.h).
  *
  * A *client* is a position (next_seq) in the shared window plus at most one
  * write in flight: a chunk of at most SSE_CLIENT_WRITE_EVENTS events and
@@ -13,6 +13,9 @@
  * window, is cut off: its HTTP/2 stream is reset or its HTTP/1.1
  * connection closed.  So a slow client costs neither memory nor the
  * others' time.
+ * A client whose key stops being live (revoked, or its revoked_at passed)
+ * gets a last `event: revoked` and its response ends; one whose write never
+ * completes is cut off instead.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,10 +23,12 @@
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
+#include "common/auth.h"
 #include "common/machpay.h"
-#include "http/http_reply.h"
-#include "http/net.h"
+#include "net/http_reply.h"
+#include "net/net.h"
 #include "sse/sse.h"
 
 typedef struct SseClient
@@ -39,6 +44,10 @@ typedef struct SseClient
 	int			ntypes;
 	char	  **types;			/* NULL = every type */
 	char	   *entity;			/* NULL = every entity */
+	bool		has_grant;		/* opened with a key (machpay.auth on) */
+	AuthGrant	grant;			/* that key, re-checked when keys change */
+	uint64		revoked_ms;		/* when found revoked, 0 = live */
+	bool		ended;			/* its last event and the end are queued */
 	StringInfoData out;			/* the chunk being built */
 } SseClient;
 
@@ -47,6 +56,12 @@ static int	nclients = 0;
 static MemoryContext clients_cxt = NULL;
 static MemoryContext request_cxt = NULL;
 static uint64 last_heartbeat_ms = 0;
+static int	nrevoked = 0;		/* revoked clients not dropped yet */
+
+/* A revoked client whose write is still in flight after this is cut off. */
+#define SSE_REVOKED_CUT_MS	500
+
+static void client_finish_revoked(SseClient *c);
 
 int
 sse_clients_count(void)
@@ -146,8 +161,13 @@ client_pump(SseClient *c)
 	uint64		head = sse_window_next_seq();
 	int			nevents = 0;
 
-	if (c->cut || c->req == NULL || net_stream_unsent(c->req) > 0)
+	if (c->cut || c->ended || c->req == NULL || net_stream_unsent(c->req) > 0)
 		return;
+	if (c->revoked_ms != 0)
+	{
+		client_finish_revoked(c);
+		return;
+	}
 	resetStringInfo(&c->out);
 	if (c->preamble_pending)
 	{
@@ -203,6 +223,8 @@ client_gone(NetRequest *req)
 	req->user = NULL;
 	dlist_delete(&c->node);
 	nclients--;
+	if (c->revoked_ms != 0)
+		nrevoked--;
 	if (c->out.data)
 		pfree(c->out.data);
 	if (c->types)
@@ -214,6 +236,49 @@ client_gone(NetRequest *req)
 	if (c->entity)
 		pfree(c->entity);
 	pfree(c);
+}
+
+/*
+ * The last event of a stream whose key was revoked, then the end of the
+ * response; the engine drops the request (client_gone) once it went out.
+ */
+static void
+client_finish_revoked(SseClient *c)
+{
+	static const char text[] = "event: revoked\ndata: {\"type\":\"revoked\",\"message\":\"the key of this stream was revoked\"}\n\n";
+
+	c->ended = true;
+	net_stream_write(c->req, text, sizeof(text) - 1);
+	net_stream_end(c->req);
+}
+
+/*
+ * Re-check the key of every open stream (the key cache changed).  A client
+ * whose last write went out is finished now; one with a write in flight
+ * when that write completes, or cut off by sse_clients_tick if it never
+ * does.
+ */
+void
+sse_clients_revalidate(void)
+{
+	dlist_mutable_iter iter;
+	uint64		now = (uint64) (GetCurrentTimestamp() / 1000);
+
+	dlist_foreach_modify(iter, &clients)
+	{
+		SseClient  *c = dlist_container(SseClient, node, iter.cur);
+		AuthResult	ar;
+
+		if (!c->has_grant || c->revoked_ms != 0 || c->cut)
+			continue;
+		ar = auth_recheck(&c->grant);
+		/* Only a definite answer ends a stream, not a cache being reloaded. */
+		if (ar != AUTH_UNKNOWN && ar != AUTH_WRONG_ROLE)
+			continue;
+		c->revoked_ms = Max(now, 1);
+		nrevoked++;
+		client_pump(c);
+	}
 }
 
 /*
@@ -254,7 +319,7 @@ sse_clients_wake(void)
 	{
 		SseClient  *c = dlist_container(SseClient, node, iter.cur);
 
-		if (c->cut)
+		if (c->cut || c->ended)
 			continue;
 		if (net_stream_unsent(c->req) == 0)
 			client_pump(c);
@@ -269,17 +334,33 @@ void
 sse_clients_tick(uint64 now_ms)
 {
 	dlist_mutable_iter iter;
+	bool		heartbeat = false;
 
-	if (machpay_sse_heartbeat_interval_ms <= 0 ||
-		now_ms - last_heartbeat_ms < (uint64) machpay_sse_heartbeat_interval_ms)
+	if (machpay_sse_heartbeat_interval_ms > 0 &&
+		now_ms - last_heartbeat_ms >= (uint64) machpay_sse_heartbeat_interval_ms)
+	{
+		heartbeat = true;
+		last_heartbeat_ms = now_ms;
+	}
+	if (!heartbeat && nrevoked == 0)
 		return;
-	last_heartbeat_ms = now_ms;
 	dlist_foreach_modify(iter, &clients)
 	{
 		SseClient  *c = dlist_container(SseClient, node, iter.cur);
 
-		c->heartbeat_pending = true;
-		client_pump(c);
+		if (c->revoked_ms != 0)
+		{
+			/* its last write never went out: the end cannot either */
+			if (!c->cut && net_stream_unsent(c->req) > 0 &&
+				now_ms - c->revoked_ms >= SSE_REVOKED_CUT_MS)
+				client_cut(c, "its key was revoked");
+			continue;
+		}
+		if (heartbeat)
+		{
+			c->heartbeat_pending = true;
+			client_pump(c);
+		}
 	}
 }
 
@@ -310,9 +391,8 @@ set_types(SseClient *c, const char *list)
 static void
 handle_stream(NetRequest *req)
 {
-	char	   *token = NULL;
-	char	   *key_entity = NULL;
 	char	   *entity = query_param(req, "entity");
+	AuthGrant	grant;
 	char	   *types = query_param(req, "types");
 	char	   *last_id = header_value(req, "last-event-id");
 	SseClient  *c;
@@ -321,41 +401,36 @@ handle_stream(NetRequest *req)
 	if (machpay_auth)
 	{
 		char	   *auth = header_value(req, "authorization");
+		char	   *qtoken = query_param(req, "access_token");
 
-		if (auth && pg_strncasecmp(auth, "bearer ", 7) == 0)
+		switch (auth_check_bearer(auth, auth ? strlen(auth) : 0,
+								  qtoken, qtoken ? strlen(qtoken) : 0,
+								  AUTH_ROLE_CONSOLE, &grant))
 		{
-			token = auth + 7;
-			while (*token == ' ')
-				token++;
-		}
-		if (token == NULL || *token == '\0')
-			token = query_param(req, "access_token");
-		switch (sse_keys_check(token, token ? strlen(token) : 0, &key_entity))
-		{
-			case SSE_AUTH_OK:
+			case AUTH_OK:
 				break;
-			case SSE_AUTH_MISSING:
+			case AUTH_MISSING:
 				send_error(req, 401, "unauthorized", "a console key is required");
 				return;
-			case SSE_AUTH_UNKNOWN:
+			case AUTH_UNKNOWN:
 				send_error(req, 401, "unauthorized", "unknown or revoked key");
 				return;
-			case SSE_AUTH_WRONG_ROLE:
+			case AUTH_WRONG_ROLE:
 				send_error(req, 403, "forbidden", "an ingest key cannot read the stream; use a console key");
 				return;
-			case SSE_AUTH_NOT_LOADED:
+			case AUTH_UNAVAILABLE:
 				send_error(req, 503, "not_ready", "the relay has not read the keys yet");
 				return;
 		}
 		/* A key bound to one entity sees that entity only. */
-		if (strcmp(key_entity, "*") != 0)
+		if (!grant.any_entity)
 		{
-			if (entity && strcmp(entity, key_entity) != 0)
+			if (entity && strcmp(entity, grant.entity) != 0)
 			{
 				send_error(req, 403, "entity_not_allowed", "the key is bound to another entity");
 				return;
 			}
-			entity = key_entity;
+			entity = grant.entity;
 		}
 	}
 	if (nclients >= machpay_sse_max_clients)
@@ -368,6 +443,11 @@ handle_stream(NetRequest *req)
 
 	c = MemoryContextAllocZero(clients_cxt, sizeof(SseClient));
 	c->req = req;
+	if (machpay_auth)
+	{
+		c->has_grant = true;
+		c->grant = grant;
+	}
 	c->preamble_pending = true;
 	c->next_seq = head;
 	if (last_id && *last_id)

@@ -8,6 +8,15 @@
  * Last-Event-ID replay.  Payloads over NOTIFY's limit arrive as *parts*
  * ({"type","part","parts","ref","chunk"}, see schema/60_sse.sql) and are
  * reassembled here before they get a seq.
+ *
+ * Only the receiver publishes: a notification not signed with the server's
+ * notify key (common/notify.c) is *forged*, one signed but seen before is
+ * *replayed*; both are dropped and counted.  A signed
+ * payload that is not a JSON object of at most SSE_MAX_JSON_DEPTH levels is
+ * *invalid*, dropped and counted; no payload, and no error while handling
+ * one, ends the relay.  The relay remembers the payment intents it relayed
+ * (newest created_at, recent ids) so that after its LISTEN connection was
+ * lost it can relay those committed meanwhile from the table, once each.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -16,8 +25,14 @@
 #include "common/jsonapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
+#include "common/machpay.h"
+#include "common/notify.h"
+#include "common/pg_compat.h"
+#include "common/stats.h"
 #include "sse/sse.h"
 
 /* Parts of at most this many payloads are assembled at once. */
@@ -33,9 +48,23 @@ typedef struct PayloadFields
 	char	   *agent_id;
 	char	   *ref;
 	char	   *chunk;
+	char	   *id;				/* payment_intent: its uuid */
+	char	   *created_at;		/* payment_intent: time of receipt */
 	int64		part;
 	int64		parts;
 } PayloadFields;
+
+/*
+ * Payment intents relayed lately, by id, oldest first in a ring: an intent
+ * read back after a reconnect is relayed only if it is not among them.
+ */
+#define SSE_RECENT_INTENTS	16384
+#define SSE_INTENT_ID_LEN	36
+
+typedef struct RecentIntent
+{
+	char		id[SSE_INTENT_ID_LEN + 1];
+} RecentIntent;
 
 typedef struct Assembly
 {
@@ -53,6 +82,11 @@ static uint64 window_end_offset;	/* total wire bytes ever appended */
 static uint64 window_bytes;		/* wire bytes held */
 static int64 events_relayed = 0;
 static Assembly assemblies[SSE_MAX_ASSEMBLIES];
+static HTAB *recent_intents = NULL;
+static RecentIntent recent_ring[SSE_RECENT_INTENTS];
+static int	recent_next = 0;
+static char last_intent_created_at[64] = "";
+static TimestampTz dropped_logged_at = 0;
 
 void
 sse_window_init(uint64 first_seq)
@@ -61,6 +95,14 @@ sse_window_init(uint64 first_seq)
 									   ALLOCSET_DEFAULT_SIZES);
 	memset(window, 0, sizeof(window));
 	memset(assemblies, 0, sizeof(assemblies));
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(RecentIntent);
+		ctl.entrysize = sizeof(RecentIntent);
+		recent_intents = hash_create("machpay sse recent intents", SSE_RECENT_INTENTS,
+									 &ctl, HASH_ELEM | HASH_STRINGS);
+	}
 	window_first = window_next = first_seq;
 	window_end_offset = window_bytes = 0;
 }
@@ -125,14 +167,6 @@ sse_event_release(SseEvent *ev)
 
 /* ---- payload parsing: only the top-level fields the relay needs ---- */
 
-#if PG_VERSION_NUM >= 160000
-#define JSON_ACTION_RETURN JsonParseErrorType
-#define JSON_ACTION_OK return JSON_SUCCESS
-#else
-#define JSON_ACTION_RETURN void
-#define JSON_ACTION_OK return
-#endif
-
 static JSON_ACTION_RETURN
 pf_struct_start(void *state)
 {
@@ -179,6 +213,10 @@ pf_scalar(void *state, char *token, JsonTokenType tokentype)
 			pf->ref = token;
 		else if (strcmp(f, "chunk") == 0)
 			pf->chunk = token;
+		else if (strcmp(f, "id") == 0)
+			pf->id = token;
+		else if (strcmp(f, "created_at") == 0)
+			pf->created_at = token;
 	}
 	else if (tokentype == JSON_TOKEN_NUMBER)
 	{
@@ -191,8 +229,43 @@ pf_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
- * Fills *pf from a payload; false when it is not a JSON object (a custom
- * NOTIFY with plain text is still relayed, as event "message").
+ * True when the brackets of payload nest deeper than max_depth (strings
+ * skipped).  The parser recurses per level: it must never see such a
+ * payload, since running out of stack would be an ERROR in the relay.
+ */
+static bool
+json_too_deep(const char *payload, size_t len, int max_depth)
+{
+	int			depth = 0;
+	bool		in_string = false;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = payload[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '[' || c == '{')
+		{
+			if (++depth > max_depth)
+				return true;
+		}
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return false;
+}
+
+/*
+ * Fills *pf from a payload; false when it is not a JSON object of at most
+ * SSE_MAX_JSON_DEPTH levels.
  */
 static bool
 parse_payload(const char *payload, size_t len, PayloadFields *pf)
@@ -202,7 +275,7 @@ parse_payload(const char *payload, size_t len, PayloadFields *pf)
 	JsonParseErrorType err;
 
 	memset(pf, 0, sizeof(*pf));
-	if (len == 0 || payload[0] != '{')
+	if (len == 0 || payload[0] != '{' || json_too_deep(payload, len, SSE_MAX_JSON_DEPTH))
 		return false;
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = pf;
@@ -212,11 +285,7 @@ parse_payload(const char *payload, size_t len, PayloadFields *pf)
 	sem.array_end = pf_struct_end;
 	sem.object_field_start = pf_field_start;
 	sem.scalar = pf_scalar;
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, payload, len, PG_UTF8, true);
-#else
-	lex = makeJsonLexContextCstringLen(unconstify(char *, payload), len, PG_UTF8, true);
-#endif
+	lex = machpay_json_lexer(payload, len);
 	err = pg_parse_json(lex, &sem);
 	if (err != JSON_SUCCESS)
 	{
@@ -234,27 +303,20 @@ append_sanitized(StringInfo s, const char *v)
 		appendStringInfoChar(s, (*v == '\n' || *v == '\r' || *v == ':') ? '_' : *v);
 }
 
-/* Each line of the payload becomes one "data:" line. */
+/*
+ * The payload as one "data:" line.  It is valid JSON, where a raw line
+ * break can only be whitespace between tokens (inside strings it is
+ * escaped): a space in its place means the same and keeps the event whole.
+ */
 static void
-append_data_lines(StringInfo s, const char *payload, size_t len)
+append_data_line(StringInfo s, const char *payload, size_t len)
 {
-	size_t		i = 0;
-
-	for (;;)
-	{
-		size_t		start = i;
-
-		while (i < len && payload[i] != '\n' && payload[i] != '\r')
-			i++;
-		appendStringInfoString(s, "data: ");
-		appendBinaryStringInfo(s, payload + start, i - start);
-		appendStringInfoChar(s, '\n');
-		if (i >= len)
-			break;
-		if (payload[i] == '\r' && i + 1 < len && payload[i + 1] == '\n')
-			i++;
-		i++;
-	}
+	appendStringInfoString(s, "data: ");
+	enlargeStringInfo(s, len + 1);
+	for (size_t i = 0; i < len; i++)
+		s->data[s->len++] = (payload[i] == '\n' || payload[i] == '\r') ? ' ' : payload[i];
+	s->data[s->len] = '\0';
+	appendStringInfoChar(s, '\n');
 }
 
 /* Gives the payload the next seq, formats it once and wakes the clients. */
@@ -273,7 +335,7 @@ append_event(const char *payload, size_t len, PayloadFields *pf)
 	appendStringInfo(&wire, "id: " UINT64_FORMAT "\nevent: ", window_next);
 	append_sanitized(&wire, type);
 	appendStringInfoChar(&wire, '\n');
-	append_data_lines(&wire, payload, len);
+	append_data_line(&wire, payload, len);
 	appendStringInfoChar(&wire, '\n');
 
 	/* One allocation per event, freed at eviction. */
@@ -311,6 +373,8 @@ append_event(const char *payload, size_t len, PayloadFields *pf)
 	window_bytes += ev->wire_len;
 	events_relayed++;
 }
+
+static void relay_whole(const char *payload, size_t len);
 
 static void
 assembly_free(Assembly *a)
@@ -398,11 +462,151 @@ relay_part(PayloadFields *pf)
 	a->received++;
 	if (a->received == a->parts)
 	{
-		PayloadFields whole;
-
-		(void) parse_payload(a->buf.data, a->buf.len, &whole);
-		append_event(a->buf.data, a->buf.len, &whole);
+		relay_whole(a->buf.data, a->buf.len);
 		assembly_free(a);
+	}
+}
+
+/* A payload counted as dropped: one log line a minute, not one per payload. */
+static void
+count_dropped(StatCounter counter, const char *why)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	stats_add(counter, 1);
+	if (TimestampDifferenceExceeds(dropped_logged_at, now, 60 * 1000))
+	{
+		dropped_logged_at = now;
+		ereport(LOG,
+				(errmsg("sse relay dropped a notification on " MACHPAY_NOTIFY_CHANNEL ": %s", why),
+				 errdetail("Counted in machpay.stat_receiver as %s; at most one such line a minute.",
+						   stats_name(counter))));
+	}
+}
+
+static bool
+intent_relayed(const char *id)
+{
+	return id != NULL && strlen(id) == SSE_INTENT_ID_LEN &&
+		hash_search(recent_intents, id, HASH_FIND, NULL) != NULL;
+}
+
+/* Remembers a relayed payment intent (see sse_relay_missed_intent). */
+static void
+remember_intent(const PayloadFields *pf)
+{
+	RecentIntent *slot = &recent_ring[recent_next];
+
+	if (pf->id == NULL || strlen(pf->id) != SSE_INTENT_ID_LEN)
+		return;
+	if (slot->id[0] != '\0')
+		(void) hash_search(recent_intents, slot->id, HASH_REMOVE, NULL);
+	strlcpy(slot->id, pf->id, sizeof(slot->id));
+	(void) hash_search(recent_intents, slot->id, HASH_ENTER, NULL);
+	recent_next = (recent_next + 1) % SSE_RECENT_INTENTS;
+	/* ISO 8601 UTC text of one format: text order is time order. */
+	if (pf->created_at && strlen(pf->created_at) < sizeof(last_intent_created_at) &&
+		strcmp(pf->created_at, last_intent_created_at) > 0)
+		strlcpy(last_intent_created_at, pf->created_at, sizeof(last_intent_created_at));
+}
+
+/*
+ * A complete, valid payload becomes an event.  A payment intent already
+ * relayed is not relayed again: after a reconnect one committed meanwhile
+ * can come both from the table and as a notification.
+ */
+static void
+relay_event(const char *payload, size_t len, PayloadFields *pf)
+{
+	if (pf->type && strcmp(pf->type, "payment_intent") == 0)
+	{
+		if (intent_relayed(pf->id))
+			return;
+		remember_intent(pf);
+	}
+	append_event(payload, len, pf);
+}
+
+/* A complete payload: a new event, or dropped when it is not relayable. */
+static void
+relay_whole(const char *payload, size_t len)
+{
+	PayloadFields pf;
+
+	if (!parse_payload(payload, len, &pf))
+	{
+		count_dropped(STAT_SSE_NOTIFICATIONS_INVALID, "not a JSON object, or nested too deep");
+		return;
+	}
+	relay_event(payload, len, &pf);
+}
+
+/* One signed notification: a part, or a whole payload. */
+static void
+relay_signed(const char *payload, size_t len)
+{
+	PayloadFields pf;
+
+	if (!parse_payload(payload, len, &pf))
+	{
+		count_dropped(STAT_SSE_NOTIFICATIONS_INVALID, "not a JSON object, or nested too deep");
+		return;
+	}
+	if (pf.ref && pf.chunk && pf.part >= 1 && pf.parts >= pf.part)
+		relay_part(&pf);
+	else
+		relay_event(payload, len, &pf);
+}
+
+/*
+ * Runs fn on payload in a memory context of its own.  An ERROR while doing
+ * so (out of memory, say) is logged and the payload dropped: the relay and
+ * its clients go on.
+ */
+static void
+relay_guarded(void (*fn) (const char *, size_t), const char *payload, size_t len)
+{
+	MemoryContext tmp;
+	MemoryContext old;
+
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "machpay sse notification",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(tmp);
+	PG_TRY();
+	{
+		fn(payload, len);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		EmitErrorReport();
+		FlushErrorState();
+		stats_add(STAT_SSE_NOTIFICATIONS_INVALID, 1);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(tmp);
+}
+
+/* Checks the signature; the signed payload goes on to relay_signed. */
+static void
+relay_checked(const char *notification, size_t len)
+{
+	size_t		plen = 0;
+	char	   *payload = NULL;
+
+	switch (machpay_notify_verify(notification, &payload, &plen))
+	{
+		case NOTIFY_SIGNED:
+			relay_signed(payload, plen);
+			break;
+		case NOTIFY_FORGED:
+			count_dropped(STAT_SSE_NOTIFICATIONS_FORGED, "not signed by the receiver");
+			break;
+		case NOTIFY_REPLAYED:
+			count_dropped(STAT_SSE_NOTIFICATIONS_REPLAYED,
+						  "signed by the receiver but sent again (or too old to tell)");
+			break;
 	}
 }
 
@@ -411,23 +615,51 @@ relay_part(PayloadFields *pf)
  * bytes it added to the window.
  */
 size_t
-sse_relay_notification(const char *payload)
+sse_relay_notification(const char *notification)
 {
-	PayloadFields pf;
-	size_t		len = strlen(payload);
-	MemoryContext tmp;
-	MemoryContext old;
 	uint64		before = window_end_offset;
 
-	tmp = AllocSetContextCreate(CurrentMemoryContext, "machpay sse notification",
-								ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(tmp);
-	(void) parse_payload(payload, len, &pf);
-	if (pf.ref && pf.chunk && pf.part >= 1 && pf.parts >= pf.part)
-		relay_part(&pf);
-	else
-		append_event(payload, len, &pf);
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(tmp);
+	relay_guarded(relay_checked, notification, strlen(notification));
 	return window_end_offset - before;
+}
+
+static void
+relay_missed(const char *payload, size_t len)
+{
+	PayloadFields pf;
+
+	if (!parse_payload(payload, len, &pf) || pf.id == NULL || intent_relayed(pf.id))
+		return;
+	stats_add(STAT_SSE_INTENTS_REPLAYED, 1);
+	relay_event(payload, len, &pf);
+}
+
+/*
+ * A payment_intent payload the relay read from the table after a
+ * reconnect: relayed unless it was relayed already.
+ */
+void
+sse_relay_missed_intent(const char *payload)
+{
+	relay_guarded(relay_missed, payload, strlen(payload));
+}
+
+/* created_at of the newest payment intent relayed, "" before the first. */
+const char *
+sse_last_intent_created_at(void)
+{
+	return last_intent_created_at;
+}
+
+/* Shared by the query-string decoder of the stream (sse_clients.c). */
+int
+sse_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
 }

@@ -98,24 +98,33 @@ sub _parse
 	}
 }
 
-# Reads what is available within $timeout seconds; false once at EOF.
+# Reads what is available within $timeout seconds: true when bytes were
+# read, false on timeout or at EOF ($c->{eof} tells which).
 sub read_some
 {
 	my ($c, $timeout) = @_;
 	return 0 if $c->{eof};
 	my $sel = IO::Select->new($c->{sock});
-	if ($sel->can_read($timeout))
+	return 0 unless $sel->can_read($timeout);
+	my $n = sysread($c->{sock}, my $buf, 262144);
+	if (!$n)
 	{
-		my $n = sysread($c->{sock}, my $buf, 262144);
-		if (!$n)
-		{
-			$c->{eof} = 1;
-			return 0;
-		}
-		$c->{raw} .= $buf;
-		$c->_parse;
+		$c->{eof} = 1;
+		return 0;
 	}
+	$c->{raw} .= $buf;
+	$c->_parse;
 	return 1;
+}
+
+# Reads until the server closes the connection; true if it did within
+# $timeout seconds.
+sub read_to_eof
+{
+	my ($c, $timeout) = @_;
+	my $deadline = time() + $timeout;
+	$c->read_some(0.2) while !$c->{eof} && time() < $deadline;
+	return $c->{eof};
 }
 
 # Reads until the decoded body matches $re (or EOF / timeout); returns the
@@ -138,8 +147,8 @@ sub read_until
 			}
 			$from = length($c->{body});
 		}
-		last if time() >= $deadline;
-		last unless $c->read_some(0.2);
+		last if time() >= $deadline || $c->{eof};
+		$c->read_some(0.2);
 	}
 	return 0;
 }
@@ -207,11 +216,23 @@ sub sse_wait_ready
 		{
 			my $st = $c->response(2) // 0;
 			$c->disconnect;
-			return 1 if $st == 200;
+			return sse_wait_listening($node) if $st == 200;
 		}
 		select(undef, undef, undef, 0.2);
 	}
 	return 0;
+}
+
+# The relay serves streams once it has read the keys, which can be before its
+# LISTEN connection is up; what is published before that never reaches it.
+# Ready for a test means both.
+sub sse_wait_listening
+{
+	my ($node) = @_;
+	return $node->poll_query_until('postgres', q{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		WHERE application_name = 'machpay_sse_listener' AND state = 'idle'
+		  AND (query LIKE 'LISTEN %' OR query LIKE '%machpay.payment_intents%')});
 }
 
 1;

@@ -21,7 +21,10 @@ ok( $node->safe_psql('postgres', q{
 	'retention policies are seeded');
 
 $node->restart;
-is($node->safe_psql('postgres', "SELECT count(*) > 0 FROM machpay.stat_receiver"), 't',
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(name, ',' ORDER BY name) FROM machpay.stat_receiver
+	 WHERE name IN ('flushes', 'events_accepted', 'http_requests_202', 'sse_notifications_forged')}),
+	'events_accepted,flushes,http_requests_202,sse_notifications_forged',
 	'counters readable after restart');
 
 $node->stop;

@@ -62,13 +62,16 @@ ok( $node->poll_query_until('postgres', qq{
 	'rollup runs once the lock is free');
 
 # kill -9 during a run: hold the rollup inside its run with a trigger that
-# waits while tap_block has a row, then kill the worker.
+# waits while tap_block has a row, then kill the worker.  The worker runs
+# as machpay_worker with search_path pg_catalog, pg_temp: the table is
+# named with its schema and readable by that role.
 $node->safe_psql('postgres', q{
-	CREATE TABLE tap_block (x int);
-	INSERT INTO tap_block VALUES (1);
+	CREATE TABLE public.tap_block (x int);
+	GRANT SELECT ON public.tap_block TO machpay_worker;
+	INSERT INTO public.tap_block VALUES (1);
 	CREATE FUNCTION tap_wait() RETURNS trigger LANGUAGE plpgsql AS $$
 	BEGIN
-	    WHILE EXISTS (SELECT 1 FROM tap_block) LOOP
+	    WHILE EXISTS (SELECT 1 FROM public.tap_block) LOOP
 	        PERFORM pg_sleep(0.1);
 	    END LOOP;
 	    RETURN NEW;
@@ -83,10 +86,18 @@ my $run_id = $node->safe_psql('postgres',
 my $pid = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'machpay maintenance'});
 ok($pid =~ /^\d+$/, 'maintenance worker found');
+my $kill_offset = -s $node->logfile;
 kill 'KILL', $pid;
 
 # The postmaster restarts everything; the new worker marks the run failed.
-ok($node->poll_query_until('postgres', 'SELECT true'), 'server back after kill -9');
+# A new maintenance worker means the restart is over (before it, a query
+# may still reach the server that is about to be reinitialised).
+ok(wait_for_log($node, qr/all server processes terminated; reinitializing/, $kill_offset),
+	'kill -9 of the worker restarts the server');
+ok( $node->poll_query_until('postgres', qq{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	 WHERE backend_type = 'machpay maintenance' AND pid <> $pid}),
+	'server back after kill -9, with a new maintenance worker');
 $node->safe_psql('postgres', 'DELETE FROM tap_block');
 ok( $node->poll_query_until('postgres', qq{
 	SELECT status = 'failed' AND error LIKE 'run interrupted%' FROM machpay.job_runs WHERE run_id = $run_id}),
@@ -137,7 +148,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) > 0 FROM machpay.job_errors WH
 # SIGHUP: disabling the rollup takes effect without a restart.
 $log_offset = -s $node->logfile;
 $node->safe_psql('postgres', q{ALTER SYSTEM SET machpay.rollup_interval = 0; SELECT pg_reload_conf()});
-ok( $node->poll_query_until('postgres', q{SELECT true}) && wait_for_log($node, qr/rollup job disabled/, $log_offset),
+ok(wait_for_log($node, qr/rollup job disabled/, $log_offset),
 	'reload disables the rollup job');
 
 $node->stop;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The layout of src/ as the build enforces it (run by `make check-layout`,
+# part of `make test`):
+#  1. Includes between folders go one way, down the flow's layers:
+#       http, sse      (network: the two servers)
+#       jobs, flusher  (database writers), net (the HTTP engine of both)
+#       buffer         (shared memory between network and writers)
+#       mapper         (bytes to rows; fuzzed on its own)
+#       common         (settings, shared memory, keys, counters)
+#     A folder may include headers of folders below it only, so no cycle
+#     between folders can appear.
+#  2. The mapper's core objects (what the fuzzer links) call no SQL, no
+#     transaction, no ereport: checked on the built objects with nm.
+#  3. src/common/ shares no header name with PostgreSQL's own common/
+#     (an include of "common/x.h" would silently pick the wrong one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG_CONFIG=${PG_CONFIG:-pg_config}
+status=0
+
+rank() {
+  case $1 in
+    common) echo 0 ;; mapper) echo 1 ;; buffer) echo 2 ;;
+    flusher|jobs|notify|net) echo 3 ;; http|sse) echo 4 ;;
+    *) echo "check-layout: folder src/$1 has no layer; add it to $0" >&2; echo 99 ;;
+  esac
+}
+
+folders=$(cd src && ls -d */ | tr -d /)
+for from in $folders; do
+  rf=$(rank "$from")
+  for file in src/"$from"/*.[ch]; do
+    [ -e "$file" ] || continue
+    for to in $(sed -n 's/^#include "\([a-z_]*\)\/.*/\1/p' "$file" | sort -u); do
+      [ -d "src/$to" ] || continue            # PostgreSQL's own headers
+      [ "$to" = "$from" ] && continue
+      rt=$(rank "$to")
+      if [ "$rt" -ge "$rf" ]; then
+        echo "check-layout: $file includes $to/: $from may include only layers below it" >&2
+        status=1
+      fi
+    done
+  done
+done
+
+# PostgreSQL's common/ headers an include of ours could be mistaken for.
+pgcommon="$($PG_CONFIG --includedir-server)/common"
+for h in src/common/*.h; do
+  if [ -e "$pgcommon/$(basename "$h")" ]; then
+    echo "check-layout: $h has the name of PostgreSQL's common/$(basename "$h")" >&2
+    status=1
+  fi
+done
+
+forbidden='^(SPI_|StartTransactionCommand|CommitTransactionCommand|AbortCurrentTransaction|errstart|errfinish|elog_start|Async_Notify|heap_|table_open|index_|LWLockAcquire|WaitLatch|WaitEventSet)'
+for obj in src/mapper/mapper.o src/mapper/mapper_json.o src/mapper/rowbuf.o src/common/base58.o; do
+  if [ ! -e "$obj" ]; then
+    echo "check-layout: $obj not built (run make first)" >&2; status=1; continue
+  fi
+  bad=$(nm -u "$obj" | awk '{print $2}' | grep -E "$forbidden" || true)
+  if [ -n "$bad" ]; then
+    echo "check-layout: $obj (mapper core) calls $(echo $bad)" >&2
+    status=1
+  fi
+done
+
+[ $status -eq 0 ] && echo "check-layout: folders one way, mapper core free of SQL: ok"
+exit $status

@@ -1,0 +1,75 @@
+-- Metric series: a per-entity limit on new series, series removed with the
+-- last partition that held their points, and writers' caches that start
+-- over when series are removed.
+SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiver CASCADE; RESET client_min_messages;
+
+\set gw 'HG3a8ztWhHHPeUFjf1XhkB4f5HwhUqYoyqyfkVD1w1RF'
+\set other 'J1yoaErCNfgQyMDDCUyj5dRWRPRAk5wGVd2bx2DMGEWe'
+CREATE TEMP TABLE t AS SELECT extract(epoch FROM date_trunc('second', now()))::bigint - 30 AS pe;
+-- A gateway report with n numeric fields under "custom": n series.
+CREATE FUNCTION pg_temp.report(entity text, n int, first int DEFAULT 1) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('source', 'gateway', 'gateway_id', entity,
+                              'period_start', pe - 60, 'period_end', pe,
+                              'custom', (SELECT jsonb_object_agg('m' || lpad(i::text, 3, '0'), i)
+                                           FROM generate_series(first, first + n - 1) i))
+      FROM t
+$$;
+CREATE TEMP TABLE c0 AS SELECT value FROM machpay.stat_receiver WHERE name = 'rows_dropped_series_limit';
+
+-- 1. The limit (a server setting): 5 series per entity.
+ALTER SYSTEM SET machpay.max_series_per_entity = 5;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.2);
+SHOW machpay.max_series_per_entity;
+
+-- 8 new series: the first 5 are created, the rows of the 3 others dropped,
+-- counted, and recorded as one dead letter.
+SELECT machpay.ingest(pg_temp.report(:'gw', 8)) -> 'accepted' AS accepted;
+SELECT count(*) AS series FROM machpay.metric_series WHERE entity_id = :'gw';
+SELECT string_agg(metric_name, ',' ORDER BY metric_name) AS stored FROM machpay.metrics WHERE entity_id = :'gw';
+SELECT s.value - c0.value AS rows_dropped FROM machpay.stat_receiver s, c0 WHERE s.name = 'rows_dropped_series_limit';
+SELECT reason, message, excerpt FROM machpay.ingest_rejects WHERE excerpt = :'gw';
+-- Existing series keep taking points; new ones are still refused.
+SELECT machpay.ingest(pg_temp.report(:'gw', 8)) -> 'accepted' AS accepted;
+SELECT count(*) AS points, count(DISTINCT series_id) AS series
+  FROM machpay.metric_points WHERE series_id IN (SELECT series_id FROM machpay.metric_series WHERE entity_id = :'gw');
+SELECT s.value - c0.value AS rows_dropped FROM machpay.stat_receiver s, c0 WHERE s.name = 'rows_dropped_series_limit';
+-- Another entity has its own room.
+SELECT machpay.ingest(pg_temp.report(:'other', 4)) -> 'accepted' AS accepted;
+SELECT count(*) AS other_series FROM machpay.metric_series WHERE entity_id = :'other';
+
+-- 0 lifts the limit; the refused series are created on the next report.
+ALTER SYSTEM SET machpay.max_series_per_entity = 0;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.2);
+SELECT machpay.ingest(pg_temp.report(:'gw', 8)) -> 'accepted' AS accepted;
+SELECT count(*) AS series FROM machpay.metric_series WHERE entity_id = :'gw';
+ALTER SYSTEM RESET machpay.max_series_per_entity;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.2);
+SHOW machpay.max_series_per_entity;
+
+-- 2. Series removed while this session's cache holds their ids (a DBA's
+-- DELETE here; maintenance's prune is the same statement): the next batch
+-- must not reuse a removed id, or its points would join no series.
+DELETE FROM machpay.metric_points WHERE series_id IN
+    (SELECT series_id FROM machpay.metric_series WHERE entity_id = :'gw' AND metric_name = 'custom.m001');
+DELETE FROM machpay.metric_series WHERE entity_id = :'gw' AND metric_name = 'custom.m001';
+SELECT machpay.ingest(pg_temp.report(:'gw', 1)) -> 'accepted' AS accepted;
+SELECT count(*) AS m001_points_visible FROM machpay.metrics WHERE entity_id = :'gw' AND metric_name = 'custom.m001';
+SELECT count(*) AS orphan_points FROM machpay.metric_points p
+ WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_series s WHERE s.series_id = p.series_id);
+
+-- 3. Maintenance removes the series whose last points went with the
+-- dropped partitions (rolled back: later files need today's partitions).
+BEGIN;
+SET LOCAL client_min_messages = warning;
+-- Rolled up first: maintenance keeps raw points the rollup has not seen.
+SELECT machpay._rollup(NULL, NULL, now() + interval '20 days') >= 0 AS rolled_up;
+SELECT action, parent_table, detail ~ '^\d+ series without points removed$' AS detail_ok
+  FROM machpay.run_maintenance(now() + interval '20 days') WHERE action = 'prune';
+SELECT count(*) AS series_left FROM machpay.metric_series WHERE entity_id IN (:'gw', :'other');
+ROLLBACK;
+-- A dry run removes nothing.
+SELECT count(*) AS prune_rows FROM machpay.run_maintenance(now() + interval '20 days', true) WHERE action = 'prune';
+SELECT count(*) > 0 AS series_kept FROM machpay.metric_series WHERE entity_id = :'gw';

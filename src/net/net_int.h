@@ -1,0 +1,116 @@
+/*-------------------------------------------------------------------------
+ * net_int.h
+ *	  Inside the HTTP engine: the connection, and the entry points of its
+ *	  layers.  Calls go one way: net_loop.c -> net_h1.c / net_h2.c (which
+ *	  run the server's handlers, through NetHandler) and net_reply.c (the
+ *	  handlers' side) -> net_h1.c / net_h2.c -> net_body.c, net_conn.c.
+ *
+ * Memory here is malloc'ed, never palloc'ed: it is filled from inside
+ * library callbacks (http_parser, nghttp2), where a PostgreSQL error must
+ * not unwind.  A failed allocation closes the connection.
+ *-------------------------------------------------------------------------
+ */
+#ifndef MACHPAY_NET_INT_H
+#define MACHPAY_NET_INT_H
+
+#include <openssl/ssl.h>
+
+#include "net/net.h"
+
+typedef enum NetProto
+{
+	NET_PROTO_UNKNOWN,			/* nothing read yet: h2 preface or HTTP/1.1 */
+	NET_PROTO_H1,
+	NET_PROTO_H2
+} NetProto;
+
+/* Request states */
+#define NET_REQ_HEADERS		0	/* head being read */
+#define NET_REQ_DECIDING	1	/* head complete, handler not run yet */
+#define NET_REQ_BODY		2	/* reading the body the handler asked for */
+#define NET_REQ_HANDLER		3	/* with the handler (body done or none) */
+#define NET_REQ_ANSWERED	4	/* response fully queued or streaming */
+
+struct NetConn
+{
+	int			fd;
+	SSL		   *ssl;
+	bool		handshake_done;
+	NetProto	proto;
+	const NetHandler *handler;
+	const NetLimits *limits;
+
+	char	   *in;				/* bytes read; parsed up to in_off */
+	size_t		in_len;
+	size_t		in_off;
+	size_t		in_cap;
+	char	   *out;			/* bytes to write */
+	size_t		out_len;
+	size_t		out_off;
+	size_t		out_cap;
+
+	bool		closing;		/* close once out is written */
+	bool		dead;			/* closed: freed at the end of the turn */
+	bool		peer_eof;
+	bool		lingering;		/* sending side shut, reading to drop */
+	size_t		linger_bytes;
+	uint32_t	watched;		/* epoll events registered */
+	bool		kicked;			/* on the kick list */
+	bool		busy;			/* a request is with a handler or streaming */
+	int64_t		last_read_ms;
+	int64_t		last_write_ms;
+	int64_t		head_started_ms;	/* 0: not inside a request head */
+
+	void	   *proto_state;
+	NetConn    *prev;
+	NetConn    *next;
+	NetConn    *next_kick;
+};
+
+/* net_conn.c: bytes on the socket, with or without TLS */
+extern int64_t net_now_ms(void);
+extern bool net_buf_reserve(char **buf, size_t *cap, size_t used, size_t more);
+extern bool net_conn_write(NetConn *conn, const void *data, size_t len);
+extern int	net_conn_flush(NetConn *conn);
+extern ssize_t net_conn_read(NetConn *conn, char *buf, size_t cap);
+extern int	net_conn_handshake(NetConn *conn);
+extern void net_conn_kick(NetConn *conn);
+extern NetConn *net_conn_take_kicked(void);
+extern void net_conn_abort(NetConn *conn);
+
+/* net_tls.c */
+extern SSL_CTX *net_tls_make_ctx(const char *cert_file, const char *key_file);
+extern bool net_tls_alpn_h2(NetConn *conn);
+
+/* net_h1.c: HTTP/1.1 connections */
+extern bool net_h1_start(NetConn *conn);
+extern void net_h1_process(NetConn *conn);
+extern void net_h1_free(NetConn *conn);
+extern void net_h1_respond(NetRequest *req, int status, const char *const *headers,
+						   const char *body, size_t len, bool stream);
+extern void net_h1_stream_write(NetRequest *req, const char *data, size_t len);
+extern void net_h1_read_body(NetRequest *req);
+
+/* net_h2.c: HTTP/2 connections */
+extern bool net_h2_start(NetConn *conn);
+extern void net_h2_process(NetConn *conn);
+extern void net_h2_free(NetConn *conn);
+extern void net_h2_respond(NetRequest *req, int status, const char *const *headers,
+						   const char *body, size_t len, bool stream);
+extern void net_h2_stream_write(NetRequest *req, const char *data, size_t len);
+extern void net_h2_read_body(NetRequest *req);
+extern void net_h2_reset(NetRequest *req);
+extern void net_h2_goaway(NetConn *conn);
+
+/* net_body.c: parts of a request, body bytes inflating gzip as they come */
+extern bool net_body_begin(NetRequest *req);
+extern void net_body_append(NetRequest *req, const char *data, size_t len);
+extern void net_body_finish(NetRequest *req);
+extern bool net_req_add_header(NetRequest *req, const char *name, size_t nlen,
+							   const char *value, size_t vlen);
+extern bool net_req_set_path(NetRequest *req, const char *target, size_t len);
+extern void net_req_free(NetRequest *req);
+
+extern const char *net_status_reason(int status);
+
+#endif							/* MACHPAY_NET_INT_H */
