@@ -228,6 +228,7 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 	PointToInsert *points = palloc(sizeof(PointToInsert) * nmetric);
 	TimestampTz *quarters = palloc(sizeof(TimestampTz) * nmetric);
 	int64		i = 0;
+	int64		npoints = 0;
 	int			nquarters = 0;
 	BulkTarget *bt;
 	AttrNumber	a_time,
@@ -263,6 +264,7 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 		int64		run_rows = 0;
 
 		i = 0;
+		npoints = 0;
 		rowbuf_reader_init(&rd, rows, len);
 		while (rowbuf_next(&rd, &row))
 		{
@@ -278,10 +280,11 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 				continue;
 			}
 			memcpy(&m, row.fixed, sizeof(MetricRow));
-			points[i].series_id = series_entry_id(entries[i]);
-			points[i].time = m.time;
-			points[i].value = m.value;
-			points[i].event_index = row.event_index;
+			points[npoints].series_id = series_entry_id(entries[i]);
+			points[npoints].time = m.time;
+			points[npoints].value = m.value;
+			points[npoints].event_index = row.event_index;
+			npoints++;
 
 			q = m.time - (m.time % QUARTER_HOUR_USECS);
 			if (m.time < 0 && q != m.time)
@@ -312,8 +315,9 @@ write_metrics(const char *rows, Size len, int64 nmetric, WriteResult *result)
 			notify_telemetry(run_source, run_entity, run_time, run_rows);
 	}
 
-	qsort(points, i, sizeof(PointToInsert), point_cmp);
-	for (int64 k = 0; k < i; k++)
+	/* Refused rows took an entry but no point: sort only the points. */
+	qsort(points, npoints, sizeof(PointToInsert), point_cmp);
+	for (int64 k = 0; k < npoints; k++)
 	{
 		TupleTableSlot *slot = bulk_target_slot(bt);
 
