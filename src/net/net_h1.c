@@ -398,7 +398,7 @@ net_h1_respond(NetRequest *req, int status, const char *const *headers,
 	}
 	else if (!st->body_done || req->body_status != NET_BODY_OK)
 		st->keep_alive = false;
-	if (conn->closing)
+	if (conn->closing || net_is_draining())
 		st->keep_alive = false;
 
 	write_head(conn, req, status, headers, len, stream, !st->keep_alive);

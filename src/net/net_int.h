@@ -69,6 +69,7 @@ struct NetConn
 
 /* net_conn.c: bytes on the socket, with or without TLS */
 extern int64_t net_now_ms(void);
+extern bool net_is_draining(void);
 extern bool net_buf_reserve(char **buf, size_t *cap, size_t used, size_t more);
 extern bool net_conn_write(NetConn *conn, const void *data, size_t len);
 extern int	net_conn_flush(NetConn *conn);

@@ -646,7 +646,12 @@ net_run(void)
 	}
 }
 
-/* SIGTERM: no new connections; HTTP/2 clients are told to go away. */
+/*
+ * SIGTERM: no new connections; HTTP/2 clients are told to go away.  An
+ * HTTP/1.1 connection stays until the worker exits: a request on it gets
+ * the handler's answer (503 shutting down) and the connection closes after
+ * it (net_is_draining).
+ */
 void
 net_begin_drain(void)
 {
@@ -658,8 +663,6 @@ net_begin_drain(void)
 	{
 		if (c->proto == NET_PROTO_H2)
 			net_h2_goaway(c);
-		else if (!c->busy)
-			net_conn_abort(c);
 	}
 	while ((conn = net_conn_take_kicked()) != NULL)
 		conn_finish_turn(conn);
