@@ -51,7 +51,8 @@ $node->safe_psql('postgres', q{ALTER SYSTEM SET synchronous_commit = off});
 $node->reload;
 my $waiting = sub {
 	$node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity
-		WHERE wait_event = 'SyncRep' AND application_name = 'machpay flusher'});
+		WHERE wait_event = 'SyncRep'
+		  AND application_name IN ('machpay flusher', 'machpay intent writer')});
 };
 
 my $body = intent_event(2);
@@ -63,7 +64,7 @@ my $curl = IPC::Run::start(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}
 	IPC::Run::timeout(90));
 my $end = time + 30;
 sleep 0.1 while time < $end && $waiting->() eq '0';
-is($waiting->(), '1', 'with synchronous_commit off in the server, the flusher waits for the synchronous standby on commit of an intent');
+is($waiting->(), '1', 'with synchronous_commit off in the server, the writer of intents waits for the synchronous standby on their commit');
 
 $node->kill9;
 $curl->finish;
