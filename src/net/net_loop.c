@@ -646,6 +646,12 @@ net_run(void)
 	}
 }
 
+bool
+net_is_draining(void)
+{
+	return draining;
+}
+
 /*
  * SIGTERM: no new connections; HTTP/2 clients are told to go away.  An
  * HTTP/1.1 connection stays until the worker exits: a request on it gets
