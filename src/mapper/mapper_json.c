@@ -22,6 +22,7 @@
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 
+#include "common/json_depth.h"
 #include "mapper/mapper.h"
 #include "mapper/mapper_int.h"
 #include "common/pg_compat.h"
@@ -50,42 +51,6 @@ typedef struct JsonWalk
 	const char **path;			/* key of each open object level */
 	int			maxpath;
 } JsonWalk;
-
-/*
- * The deepest nesting of the text, counted before parsing: PostgreSQL's
- * parser recurses per level (and has no stack check in frontend code), so
- * the limit must hold before it runs.  Brackets inside strings do not count.
- */
-static int
-scan_depth(const char *s, size_t len)
-{
-	int			depth = 0;
-	int			max = 0;
-	bool		in_string = false;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		char		c = s[i];
-
-		if (in_string)
-		{
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-		}
-		else if (c == '"')
-			in_string = true;
-		else if (c == '{' || c == '[')
-		{
-			if (++depth > max)
-				max = depth;
-		}
-		else if ((c == '}' || c == ']') && depth > 0)
-			depth--;
-	}
-	return max;
-}
 
 static MapLeafType
 leaf_type_of(JsonTokenType type)
@@ -416,7 +381,7 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 	JsonSemAction sem;
 	JsonParseErrorType res;
 	char	   *caught = NULL;
-	int			depth = scan_depth(text, len);
+	int			depth = json_nesting_depth(text, len, PG_INT32_MAX);
 
 	if (depth > ms->opts->max_depth)
 	{

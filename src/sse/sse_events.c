@@ -29,6 +29,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "common/json_depth.h"
 #include "common/machpay.h"
 #include "common/notify.h"
 #include "common/pg_compat.h"
@@ -229,41 +230,6 @@ pf_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
- * True when the brackets of payload nest deeper than max_depth (strings
- * skipped).  The parser recurses per level: it must never see such a
- * payload, since running out of stack would be an ERROR in the relay.
- */
-static bool
-json_too_deep(const char *payload, size_t len, int max_depth)
-{
-	int			depth = 0;
-	bool		in_string = false;
-
-	for (size_t i = 0; i < len; i++)
-	{
-		char		c = payload[i];
-
-		if (in_string)
-		{
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-		}
-		else if (c == '"')
-			in_string = true;
-		else if (c == '[' || c == '{')
-		{
-			if (++depth > max_depth)
-				return true;
-		}
-		else if (c == ']' || c == '}')
-			depth--;
-	}
-	return false;
-}
-
-/*
  * Fills *pf from a payload; false when it is not a JSON object of at most
  * SSE_MAX_JSON_DEPTH levels.
  */
@@ -275,7 +241,7 @@ parse_payload(const char *payload, size_t len, PayloadFields *pf)
 	JsonParseErrorType err;
 
 	memset(pf, 0, sizeof(*pf));
-	if (len == 0 || payload[0] != '{' || json_too_deep(payload, len, SSE_MAX_JSON_DEPTH))
+	if (len == 0 || payload[0] != '{' || json_nesting_depth(payload, len, SSE_MAX_JSON_DEPTH) > SSE_MAX_JSON_DEPTH)
 		return false;
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = pf;
