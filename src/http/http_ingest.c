@@ -13,9 +13,9 @@
  * puts the rows into the buffer.  When only the intents' region of the
  * buffer has room, the body is read but a body without an intent is
  * refused unparsed, and one with telemetry alone is refused at the buffer.
- * A request whose events include payment
- * intents becomes *pending*: it holds a buffer ticket and is answered from
- * the loop once the flusher committed the intents (200) or gave up (503).
+ * A request whose events include payment intents becomes *pending*: it
+ * holds a buffer ticket and is answered from the loop once the flusher
+ * committed the intents (200) or gave up (503).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
