@@ -73,9 +73,18 @@ machpay_flush(PG_FUNCTION_ARGS)
 	if (!buffer_wait_flushed(target, &after))
 		ereport(WARNING,
 				(errmsg("machpay flusher stopped before the buffer was flushed")));
-	/* Telemetry may have committed asynchronously: make it durable too. */
+	/*
+	 * Telemetry may have committed asynchronously: make it durable too.  The
+	 * insert position can point past a page header not written yet, which
+	 * XLogFlush refuses ("not satisfied"); from 17 there is the end of what
+	 * was inserted, safe to flush.
+	 */
 	if (!RecoveryInProgress())
+#if PG_VERSION_NUM >= 170000
+		XLogFlush(GetXLogInsertEndRecPtr());
+#else
 		XLogFlush(GetXLogInsertRecPtr());
+#endif
 	PG_RETURN_INT64((int64) (after - before));
 }
 

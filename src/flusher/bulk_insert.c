@@ -25,6 +25,9 @@
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
 #include "nodes/makefuncs.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+#endif
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -100,10 +103,23 @@ bulk_target_open(const char *relname)
 #if PG_VERSION_NUM < 160000
 	rte->requiredPerms = ACL_INSERT;
 	ExecInitRangeTable(bt->estate, list_make1(rte));
-#elif PG_VERSION_NUM < 180000
-	ExecInitRangeTable(bt->estate, list_make1(rte), NIL);
 #else
-	ExecInitRangeTable(bt->estate, list_make1(rte), NIL, bms_make_singleton(1));
+	{
+		/*
+		 * From 16 the permissions live beside the range table; an RTE with
+		 * no perminfoindex fails as soon as an error message wants the
+		 * inserted columns (a CHECK constraint that refuses a row).
+		 */
+		List	   *perminfos = NIL;
+		RTEPermissionInfo *perminfo = addRTEPermissionInfo(&perminfos, rte);
+
+		perminfo->requiredPerms = ACL_INSERT;
+#if PG_VERSION_NUM < 180000
+		ExecInitRangeTable(bt->estate, list_make1(rte), perminfos);
+#else
+		ExecInitRangeTable(bt->estate, list_make1(rte), perminfos, bms_make_singleton(1));
+#endif
+	}
 #endif
 	bt->estate->es_output_cid = bt->cid;
 
