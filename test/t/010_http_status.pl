@@ -50,7 +50,6 @@ for my $h2 (0, 1)
 {
 	my $p = $h2 ? 'h2' : 'h1';
 	my %o = (http2 => $h2);
-	my $tok = (token => 'tok-ingest');
 
 	$r = http_req($port, %o, path => '/healthz');
 	is($r->{status}, 200, "$p: healthz 200");
