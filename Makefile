@@ -106,8 +106,9 @@ fuzz:
 fuzz-replay:
 	@if [ -f fuzz/Makefile ]; then $(MAKE) -C fuzz replay; else echo "fuzz: no harness yet"; fi
 
+# The HTTP benchmarks in order (bench/README.md lists the others).
 bench:
-	bash bench/run.sh
+	bash bench/http_all.sh
 
 # The Debian package of this release's PostgreSQL major, into dist/.
 deb:
