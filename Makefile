@@ -53,7 +53,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard schema/[0-9]*.sql))
 # ---------------------------------------------------------------------------
 # The two commands of the README, plus helpers.
 .PHONY: deps run stop test check-all check-layout check-regress prove-tap prove-some fuzz fuzz-replay bench soak ha-demo ha-down \
-        deb test-deb test-debian12 test-debian13 test-deb-debian12 test-deb-debian13
+        deb test-deb test-debian12 test-debian13 test-deb-debian12 test-deb-debian13 test-matrix
 
 deps:
 	bash scripts/deps.sh
@@ -122,6 +122,11 @@ test-debian13:
 
 test-debian12:
 	bash scripts/test-chroot.sh bookworm
+
+# The other supported release's suite and package (scripts/test-matrix.sh);
+# to join `make test` once Debian 13 passes.
+test-matrix:
+	bash scripts/test-matrix.sh
 
 # The package of a release, built in a chroot of it from a clean clone of
 # HEAD, installed with apt into a fresh chroot that serves an HTTP event.
