@@ -15,14 +15,14 @@
  * reading with gzip, and streaming answers are driven.
  *
  * Input: byte 0 selects the handler's mood (bits 0-1: refuse 503/401/429
- * or read, bit 2: leave output unsent so max_output is reached, bits 4-7:
- * size of each read).  The rest is what the client sends; on HTTP/2 the
+ * or read, bit 2: leave output unsent so max_output is reached, bit 3: the
+ * server is draining, bits 4-7: size of each read).  The rest is what the client sends; on HTTP/2 the
  * client preface is prepended.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "http/net_int.h"
+#include "net_int.h"			/* from the engine's directory */
 
 #define FUZZ_MAX_BODY	4096
 #define FUZZ_MAX_TURNS	64
@@ -168,6 +168,18 @@ on_error(NetRequest *req, int status, const char *code, const char *message)
 }
 
 static const NetHandler fuzz_handler = {on_headers, on_body, on_error};
+
+/*
+ * net_loop.c's answer to "is the worker shutting down?", for the layers
+ * that ask it (bit 3 of the mood says yes).
+ */
+bool		net_is_draining(void);
+
+bool
+net_is_draining(void)
+{
+	return (mood & 8) != 0;
+}
 
 /* What net_loop.c's conn_finish_turn does, with the socket write faked. */
 static void
