@@ -4,7 +4,7 @@
 # payment intents at INTENT_RATE/s (intent_load, one nonce each), SSE_CLIENTS
 # console clients on the stream, rollup and maintenance every minute, and
 # every KILL_EVERY seconds a kill -9 of one machpay worker picked at random
-# (ingest, flusher, SSE relay or maintenance: the postmaster restarts the
+# (ingest, telemetry or intent writer, SSE relay or maintenance: the postmaster restarts the
 # cluster, so the unflushed buffer is lost, as SPEC §7 allows after a crash).
 # The load generators do not reconnect after a crash restart, so they run
 # in segments of SEGMENT seconds.  VmRSS and RssAnon of every machpay worker
@@ -52,6 +52,7 @@ workers() {
     case "$title" in
       *"machpay ingest"*) echo "$pid ingest" ;;
       *"machpay flusher"*) echo "$pid flusher" ;;
+      *"machpay intent writer"*) echo "$pid intent_writer" ;;
       *"machpay sse"*|*"machpay SSE"*) echo "$pid sse" ;;
       *"machpay maintenance"*) echo "$pid maintenance" ;;
     esac
