@@ -175,6 +175,9 @@ DECLARE
     v_has_rows boolean;
     v_lock_timeout text;
     v_pruned   bigint;
+    v_mpol     record;
+    v_leaving  boolean := false;
+    v_gone     bigint[] := '{}';
     i          int;
 BEGIN
     -- Series are pruned at the end (below), under SHARE ROW EXCLUSIVE: no
@@ -183,6 +186,9 @@ BEGIN
     -- metric_series, then the points.  A writer holding it for long (an
     -- open transaction that called ingest()) fails the run after 1 s, and
     -- the run is retried, rather than stalling every flush behind it.
+    -- Only a run in which a partition of metric_points leaves (drop,
+    -- archive, move) takes it: every flush that creates a series waits
+    -- while it is held, and most runs only create partitions ahead.
     -- Files are written as the owner: only where the server's setting says,
     -- unless a superuser calls this directly (tests, a DBA's export).
     IF coalesce(p_archive_directory, '') <> coalesce(current_setting('machpay.archive_directory', true), '')
@@ -191,6 +197,20 @@ BEGIN
               USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF NOT p_dry_run THEN
+        SELECT retention, archive_after INTO v_mpol FROM machpay.retention_policies WHERE table_name = 'metrics';
+        EXECUTE format('SELECT partition_interval::interval FROM %I.part_config WHERE parent_table = $1', v_ps)
+           INTO v_interval USING 'machpay.metric_points';
+        IF v_interval IS NOT NULL AND v_mpol.retention IS NOT NULL THEN
+            -- The oldest partition decides: ASC order, first row only.
+            FOR ch IN EXECUTE format('SELECT partition_schemaname AS s, partition_tablename AS t FROM %I.show_partitions($1, ''ASC'') LIMIT 1', v_ps)
+                      USING 'machpay.metric_points' LOOP
+                EXECUTE format('SELECT child_end_time FROM %I.show_partition_info($1, $2, $3)', v_ps)
+                   INTO v_end USING ch.s || '.' || ch.t, v_interval::text, 'machpay.metric_points';
+                v_leaving := v_end <= p_now - least(v_mpol.archive_after, v_mpol.retention);
+            END LOOP;
+        END IF;
+    END IF;
+    IF NOT p_dry_run AND v_leaving THEN
         v_lock_timeout := current_setting('lock_timeout');
         PERFORM set_config('lock_timeout', '1s', true);
         LOCK TABLE machpay.metric_series IN SHARE ROW EXCLUSIVE MODE;
@@ -260,6 +280,10 @@ BEGIN
 
             IF pol.archive_after IS NOT NULL AND v_end <= p_now - pol.archive_after THEN
                 IF NOT p_dry_run THEN
+                    IF v_parent = 'machpay.metric_points' THEN
+                        EXECUTE format('SELECT $1 || coalesce(array_agg(DISTINCT series_id), ''{}'') FROM %I.%I', ch.s, ch.t)
+                           INTO v_gone USING v_gone;
+                    END IF;
                     PERFORM machpay._release_member(partition);
                 END IF;
                 IF coalesce(p_archive_directory, '') <> '' THEN
@@ -315,6 +339,10 @@ BEGIN
                 END IF;
                 action := 'drop';
                 IF NOT p_dry_run THEN
+                    IF v_parent = 'machpay.metric_points' THEN
+                        EXECUTE format('SELECT $1 || coalesce(array_agg(DISTINCT series_id), ''{}'') FROM %I.%I', ch.s, ch.t)
+                           INTO v_gone USING v_gone;
+                    END IF;
                     PERFORM machpay._release_member(partition);
                     EXECUTE format('DROP TABLE %I.%I', ch.s, ch.t);
                 END IF;
@@ -342,11 +370,16 @@ BEGIN
     END LOOP;
 
     -- Series that no point refers to any more (their points were in the
-    -- partitions dropped above) go too.  The statement trigger on
-    -- metric_series tells the writers' caches at commit.
-    IF NOT p_dry_run THEN
+    -- partitions that left above) go too.  Only the series of those
+    -- partitions are looked at, one index probe each, so the lock above is
+    -- held for what left, not for the size of metric_points.  The
+    -- statement trigger on metric_series tells the writers' caches at
+    -- commit.
+    IF NOT p_dry_run AND cardinality(v_gone) > 0 THEN
         DELETE FROM machpay.metric_series s
-         WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id);
+         USING (SELECT DISTINCT g FROM unnest(v_gone) AS g) AS gone(series_id)
+         WHERE s.series_id = gone.series_id
+           AND NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id);
         GET DIAGNOSTICS v_pruned = ROW_COUNT;
         IF v_pruned > 0 THEN
             action := 'prune'; parent_table := 'machpay.metric_series'; partition := NULL;

@@ -69,6 +69,19 @@ SELECT machpay._rollup(NULL, NULL, now() + interval '20 days') >= 0 AS rolled_up
 SELECT action, parent_table, detail ~ '^\d+ series without points removed$' AS detail_ok
   FROM machpay.run_maintenance(now() + interval '20 days') WHERE action = 'prune';
 SELECT count(*) AS series_left FROM machpay.metric_series WHERE entity_id IN (:'gw', :'other');
+SELECT count(*) AS series_locked FROM pg_locks
+ WHERE relation = 'machpay.metric_series'::regclass AND pid = pg_backend_pid() AND mode = 'ShareRowExclusiveLock';
+ROLLBACK;
+-- 4. A run in which no partition of metric_points leaves never locks
+-- metric_series (flushes that create series would wait behind it: every
+-- maintenance_interval under load).
+BEGIN;
+SET LOCAL client_min_messages = warning;
+UPDATE machpay.retention_policies SET retention = '30 days', archive_after = NULL WHERE table_name = 'metrics';
+SELECT count(*) FILTER (WHERE parent_table = 'machpay.metric_points' AND action <> 'create') AS points_left
+  FROM machpay.run_maintenance(now());
+SELECT count(*) AS series_locked FROM pg_locks
+ WHERE relation = 'machpay.metric_series'::regclass AND pid = pg_backend_pid() AND mode = 'ShareRowExclusiveLock';
 ROLLBACK;
 -- A dry run removes nothing.
 SELECT count(*) AS prune_rows FROM machpay.run_maintenance(now() + interval '20 days', true) WHERE action = 'prune';
