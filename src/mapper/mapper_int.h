@@ -118,13 +118,14 @@ extern void map_walk_document(MapWalk *w, bool allow_top_array, int index);
  * excerpt_fn, called before the matching end call returns.  A scalar
  * where an event belongs is its own excerpt.  map_walk_scalar returns
  * true when it kept text (a leaf points to it), false when the caller may
- * free it.
+ * free it.  map_walk_key returns true for the key of the event's top-level
+ * "fields" (a log's fields travel as JSON text: map_walk_fields_text).
  */
 extern bool map_walk_object_begin(MapWalk *w);
 extern void map_walk_object_end(MapWalk *w);
 extern bool map_walk_array_begin(MapWalk *w);
 extern void map_walk_array_end(MapWalk *w);
-extern void map_walk_key(MapWalk *w, const char *key);
+extern bool map_walk_key(MapWalk *w, const char *key);
 extern bool map_walk_scalar(MapWalk *w, MapLeafType type, const char *text,
 							int len);
 
@@ -153,7 +154,7 @@ map_walk_wants_scalar(const MapWalk *w)
 		(!w->in_event || w->arrays_open == 0 || w->fields_key);
 }
 
-/* Right after the key of the event's top-level "fields", or at its end. */
+/* At the key of the event's top-level "fields", or at the end of its value. */
 static inline bool
 map_walk_at_fields(const MapWalk *w)
 {

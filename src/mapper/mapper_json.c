@@ -134,8 +134,7 @@ walk_field_start(void *state, char *fname, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
-	map_walk_key(w->walk, fname);
-	if (map_walk_at_fields(w->walk))
+	if (map_walk_key(w->walk, fname))
 		w->fields_start = w->lex->token_start;
 	JSON_ACTION_OK;
 }
@@ -165,10 +164,13 @@ walk_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
+	/* a scalar refuses only as an event that is no object: never kept */
 	if (!map_walk_scalar(w->walk, leaf_type_of(tokentype), token,
 						 (int) strlen(token)))
+	{
 		pfree(token);
-	walk_stop_if_refused(w);
+		walk_stop_if_refused(w);
+	}
 	JSON_ACTION_OK;
 }
 

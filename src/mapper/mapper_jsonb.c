@@ -130,8 +130,8 @@ feed_value(JsonbWalk *w, JsonbContainer *value)
 				break;
 			case WJB_KEY:
 				if (map_walk_keeps_keys(w->walk))
-					map_walk_key(w->walk, pnstrdup(v.val.string.val,
-												   v.val.string.len));
+					(void) map_walk_key(w->walk, pnstrdup(v.val.string.val,
+														  v.val.string.len));
 				break;
 			case WJB_VALUE:
 			case WJB_ELEM:

@@ -169,25 +169,29 @@ map_walk_array_end(MapWalk *w)
 		w->arrays_open--;
 }
 
-void
+bool
 map_walk_key(MapWalk *w, const char *key)
 {
 	if (!map_walk_keeps_keys(w))
-		return;
+		return false;
 	w->path[w->obj_level - 1] = key;
-	if (w->obj_level == 1)
-	{
-		w->fields_key = strcmp(key, "fields") == 0;
-		/* jsonb keeps the last of duplicate keys: judge only that one */
-		if (w->fields_key)
-			w->ms->fields_bad_number = NULL;
-	}
+	if (w->obj_level > 1)
+		return false;
+	w->fields_key = strcmp(key, "fields") == 0;
+	/* jsonb keeps the last of duplicate keys: judge only that one */
+	if (w->fields_key)
+		w->ms->fields_bad_number = NULL;
+	return w->fields_key;
 }
 
+/*
+ * Once the request is refused the core ignores what follows (and the front
+ * ends stop feeding), so the one token of every leaf is spared that check.
+ */
 bool
 map_walk_scalar(MapWalk *w, MapLeafType type, const char *text, int len)
 {
-	if (map_walk_stopped(w) || w->skip_depth > 0)
+	if (w->skip_depth > 0)
 		return false;
 	if (!w->in_event)
 	{
