@@ -53,7 +53,7 @@ for h in src/common/*.h; do
 done
 
 forbidden='^(SPI_|StartTransactionCommand|CommitTransactionCommand|AbortCurrentTransaction|errstart|errfinish|elog_start|Async_Notify|heap_|table_open|index_|LWLockAcquire|WaitLatch|WaitEventSet)'
-for obj in src/mapper/mapper.o src/mapper/mapper_json.o src/mapper/rowbuf.o src/common/base58.o src/common/json_depth.o; do
+for obj in src/mapper/mapper.o src/mapper/mapper_walk.o src/mapper/mapper_json.o src/mapper/rowbuf.o src/common/base58.o src/common/json_depth.o; do
   if [ ! -e "$obj" ]; then
     echo "check-layout: $obj not built (run make first)" >&2; status=1; continue
   fi

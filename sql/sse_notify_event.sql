@@ -2,7 +2,7 @@ SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiv
 -- machpay.notify_event: one signed notification while the object and its
 -- signature (90 bytes) stay under NOTIFY's 8000-byte limit, parts of 5000
 -- bytes (base64) above it; NULL sends nothing.  What is on the wire (the
--- signature, the parts reassembled) is checked in test/t/050_sse_forged.pl.
+-- signature, the parts reassembled) is checked in test/t/045_sse_forged.pl.
 SELECT machpay.notify_event('{"type":"job","job":"rollup","status":"succeeded"}');
 -- 7,883 + 27 bytes = 7,910: the largest object sent whole.
 SELECT octet_length(jsonb_build_object('type', 'big', 'blob', repeat('x', 7883))::text) AS whole_bytes,

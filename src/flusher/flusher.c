@@ -359,6 +359,201 @@ blocks_writer(pid_t pid)
 	return found;
 }
 
+/* How the transaction of an attempt ended. */
+typedef enum AttemptTxn
+{
+	TXN_COMMITTED,
+	TXN_STEPPED_BACK,			/* rolled back on purpose: write the batch again */
+	TXN_FAILED,					/* an error: the database failed */
+	TXN_REFUSED,				/* an error: the tables refused rows */
+} AttemptTxn;
+
+/*
+ * One attempt: the included entries, their rows, and what the transaction
+ * made of them.  Lives in the caller's frame and is reached by pointer, so
+ * the PG_TRY of attempt_transaction() needs no volatile locals.
+ */
+typedef struct FlushAttempt
+{
+	BufferEntry **entries;
+	int			n;
+	int			nintents;
+	int64		nevents;
+	StringInfoData rows;
+	WriteResult wr;
+	IntentOutcome *outcomes;	/* one per intent, in batch order */
+	bool		claimed;		/* the entries' tickets are claimed */
+	AttemptTxn	txn;
+} FlushAttempt;
+
+/* The included, unfinished entries and their rows, in batch order. */
+static int
+collect_attempt(FlushAttempt *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->entries = palloc(sizeof(BufferEntry *) * Max(nbatch, 1));
+	initStringInfo(&a->rows);
+	for (int i = 0; i < nbatch; i++)
+	{
+		BufferEntry *e = batch[i].entry;
+
+		if (!batch[i].include || batch[i].finished)
+			continue;
+		a->entries[a->n++] = e;
+		a->nintents += e->nintents;
+		if (batch[i].intents_part)
+		{
+			/* only the request's intents: its telemetry is at fault */
+			a->nevents += e->events_by_source[SOURCE_PAYMENT_INTENT];
+			a->wr.events_by_source[SOURCE_PAYMENT_INTENT] +=
+				e->events_by_source[SOURCE_PAYMENT_INTENT];
+			(void) rowbuf_copy_kind(&a->rows, BUFFER_ENTRY_ROWS(e), e->rows_len,
+									ROW_INTENT, true);
+			continue;
+		}
+		a->nevents += e->nevents;
+		for (int s = 0; s < EVENT_SOURCE_COUNT; s++)
+			a->wr.events_by_source[s] += e->events_by_source[s];
+		if (e->rows_len > 0)
+			appendBinaryStringInfo(&a->rows, BUFFER_ENTRY_ROWS(e), (int) e->rows_len);
+	}
+	return a->n;
+}
+
+/*
+ * The intents' outcomes as the writer gave them, and the entries' tickets
+ * claimed: from then on producers wait for us past their deadline.  False
+ * when a ticket was given up meanwhile (its request was answered 503).
+ */
+static bool
+claim_intent_tickets(FlushAttempt *a)
+{
+	/* writer_write_batch() made this commit durable (writer.c). */
+	a->outcomes = palloc0(sizeof(IntentOutcome) * a->nintents);
+	if (a->wr.intents && a->wr.nintents > 0)
+		memcpy(a->outcomes, a->wr.intents,
+			   sizeof(IntentOutcome) * Min(a->nintents, a->wr.nintents));
+	if (a->wr.nintents != a->nintents)
+		ereport(WARNING,
+				(errmsg("machpay writer returned %d intent outcomes for %d intents",
+						a->wr.nintents, a->nintents)));
+	if (!buffer_claim_tickets(a->entries, a->n))
+		return false;
+	a->claimed = true;
+	return true;
+}
+
+/* Write, claim, wait for earlier runs, commit: a->txn says how it ended. */
+static void
+write_and_commit(FlushAttempt *a)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	commit_telemetry_lazily(a->nintents == 0 && !commit_durably);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	/* The writer's results must outlive the commit. */
+	MemoryContextSwitchTo(flush_cxt);
+
+	writer_write_batch(a->rows.data, a->rows.len, &a->wr);
+	writer_notify_ingest(&a->wr, "http");
+
+	if (a->nintents > 0 && !claim_intent_tickets(a))
+	{
+		a->txn = TXN_STEPPED_BACK;
+		AbortCurrentTransaction();
+		/* The tables took the rows: the database is writable. */
+		buffer_flusher_note(FLUSH_NOTE_WRITABLE);
+		return;
+	}
+	/* Runs taken before ours become visible first. */
+	if (!buffer_order_wait(blocks_writer))
+	{
+		/* An earlier run waits for our rows: step back, behind it. */
+		if (a->claimed)
+			buffer_unclaim_tickets(a->entries, a->n);
+		a->claimed = false;
+		a->txn = TXN_STEPPED_BACK;
+		AbortCurrentTransaction();
+		return;
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	a->txn = TXN_COMMITTED;
+	buffer_flusher_note(FLUSH_NOTE_WRITABLE);
+}
+
+/* The error that ended an attempt's transaction: roll back, log, keep the batch. */
+static void
+attempt_failed(FlushAttempt *a, bool quiet)
+{
+	ErrorData  *edata;
+	bool		refused;
+
+	MemoryContextSwitchTo(flush_cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(flush_cxt);
+	if (a->claimed)
+		buffer_unclaim_tickets(a->entries, a->n);
+	refused = is_data_error(edata->sqlerrcode);
+	if (a->txn != TXN_COMMITTED && a->txn != TXN_STEPPED_BACK)
+		a->txn = refused ? TXN_REFUSED : TXN_FAILED;
+	buffer_flusher_note(refused ? FLUSH_NOTE_REFUSED : FLUSH_NOTE_FAILED);
+	strlcpy(last_error, edata->message, sizeof(last_error));
+	ereport(quiet ? DEBUG1 : LOG,
+			(errmsg("machpay flush of " INT64_FORMAT " events failed: %s",
+					a->nevents, edata->message),
+			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+			 errhint("The batch is kept and retried.")));
+	FreeErrorData(edata);
+}
+
+/* The one transaction of an attempt, with any error it raises caught. */
+static void
+attempt_transaction(FlushAttempt *a, bool quiet)
+{
+	a->txn = TXN_FAILED;
+	buffer_flusher_note(FLUSH_NOTE_START);
+	PG_TRY();
+	{
+		write_and_commit(a);
+	}
+	PG_CATCH();
+	{
+		attempt_failed(a, quiet);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(flush_cxt);
+}
+
+/* After the commit: each entry gets its slice of the batch-order outcomes. */
+static void
+finish_committed(FlushAttempt *a, int64 *rows_out, TimestampTz start)
+{
+	int			pos = 0;
+
+	for (int i = 0; i < nbatch; i++)
+	{
+		BufferEntry *e = batch[i].entry;
+
+		if (!batch[i].include || batch[i].finished)
+			continue;
+		if (batch[i].intents_part)
+			hold_telemetry(&batch[i], a->outcomes + pos);
+		else
+			finish_entry(&batch[i], true, e->nintents > 0 ? a->outcomes + pos : NULL);
+		pos += e->nintents;
+	}
+	for (int k = ROW_METRIC; k <= ROW_KIND_MAX; k++)
+		if (k != ROW_CONFIG)
+			*rows_out += a->wr.nrows[k];
+	stats_add(STAT_FLUSHES, 1);
+	stats_add(STAT_FLUSH_EVENTS, a->nevents);
+	observe_duration(start);
+	last_flush = GetCurrentTimestamp();
+}
+
 /*
  * One transaction writing the included entries.  Returns the outcome; on
  * success the entries are finished and their tickets posted.
@@ -366,18 +561,8 @@ blocks_writer(pid_t pid)
 static AttemptResult
 attempt_flush(int64 *rows_out, bool quiet)
 {
-	BufferEntry **volatile entries;
-	volatile int n = 0;
-	volatile int nintents = 0;
-	StringInfoData rows;
-	WriteResult wr;
-	IntentOutcome *volatile outcomes = NULL;
-	volatile bool committed = false;
-	volatile bool claimed = false;
-	volatile bool retry;
-	volatile bool refused = false;
+	FlushAttempt a;
 	TimestampTz start = GetCurrentTimestamp();
-	volatile int64 nevents = 0;
 	char		detail[64];
 
 	*rows_out = 0;
@@ -385,129 +570,20 @@ attempt_flush(int64 *rows_out, bool quiet)
 	MemoryContextReset(flush_cxt);
 	MemoryContextSwitchTo(flush_cxt);
 
-	do
+	for (;;)
 	{
-		retry = false;
-		entries = palloc(sizeof(BufferEntry *) * Max(nbatch, 1));
-		n = 0;
-		nintents = 0;
-		nevents = 0;
-		initStringInfo(&rows);
-		memset(&wr, 0, sizeof(wr));
-		for (int i = 0; i < nbatch; i++)
-		{
-			BufferEntry *e = batch[i].entry;
-
-			if (!batch[i].include || batch[i].finished)
-				continue;
-			entries[n++] = e;
-			nintents += e->nintents;
-			if (batch[i].intents_part)
-			{
-				/* only the request's intents: its telemetry is at fault */
-				nevents += e->events_by_source[SOURCE_PAYMENT_INTENT];
-				wr.events_by_source[SOURCE_PAYMENT_INTENT] +=
-					e->events_by_source[SOURCE_PAYMENT_INTENT];
-				(void) rowbuf_copy_kind(&rows, BUFFER_ENTRY_ROWS(e), e->rows_len,
-										ROW_INTENT, true);
-				continue;
-			}
-			nevents += e->nevents;
-			for (int s = 0; s < EVENT_SOURCE_COUNT; s++)
-				wr.events_by_source[s] += e->events_by_source[s];
-			if (e->rows_len > 0)
-				appendBinaryStringInfo(&rows, BUFFER_ENTRY_ROWS(e), (int) e->rows_len);
-		}
-		if (n == 0)
+		if (collect_attempt(&a) == 0)
 			return ATTEMPT_NOTHING;
-
-		snprintf(detail, sizeof(detail), INT64_FORMAT " events", nevents);
+		snprintf(detail, sizeof(detail), INT64_FORMAT " events", a.nevents);
 		report_state(state == FLUSHER_DRAINING ? FLUSHER_DRAINING : FLUSHER_FLUSHING, detail);
 
-		buffer_flusher_note(FLUSH_NOTE_START);
-		PG_TRY();
-		{
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			commit_telemetry_lazily(nintents == 0 && !commit_durably);
-			PushActiveSnapshot(GetTransactionSnapshot());
-			/* The writer's results must outlive the commit. */
-			MemoryContextSwitchTo(flush_cxt);
-
-			writer_write_batch(rows.data, rows.len, &wr);
-			writer_notify_ingest(&wr, "http");
-
-			if (nintents > 0)
-			{
-				/* writer_write_batch() made this commit durable (writer.c). */
-				outcomes = palloc0(sizeof(IntentOutcome) * nintents);
-				if (wr.intents && wr.nintents > 0)
-					memcpy(outcomes, wr.intents,
-						   sizeof(IntentOutcome) * Min(nintents, wr.nintents));
-				if (wr.nintents != nintents)
-					ereport(WARNING,
-							(errmsg("machpay writer returned %d intent outcomes for %d intents",
-									wr.nintents, nintents)));
-				/* From here on producers wait for us past their deadline. */
-				if (!buffer_claim_tickets(entries, n))
-				{
-					retry = true;
-					AbortCurrentTransaction();
-					/* The tables took the rows: the database is writable. */
-					buffer_flusher_note(FLUSH_NOTE_WRITABLE);
-				}
-				else
-					claimed = true;
-			}
-			/* Runs taken before ours become visible first. */
-			if (!retry && !buffer_order_wait(blocks_writer))
-			{
-				/* An earlier run waits for our rows: step back, behind it. */
-				if (claimed)
-					buffer_unclaim_tickets(entries, n);
-				claimed = false;
-				retry = true;
-				AbortCurrentTransaction();
-			}
-			if (!retry)
-			{
-				PopActiveSnapshot();
-				CommitTransactionCommand();
-				committed = true;
-				buffer_flusher_note(FLUSH_NOTE_WRITABLE);
-			}
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(flush_cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			MemoryContextSwitchTo(flush_cxt);
-			if (claimed)
-				buffer_unclaim_tickets(entries, n);
-			refused = is_data_error(edata->sqlerrcode);
-			buffer_flusher_note(refused ? FLUSH_NOTE_REFUSED : FLUSH_NOTE_FAILED);
-			strlcpy(last_error, edata->message, sizeof(last_error));
-			ereport(quiet ? DEBUG1 : LOG,
-					(errmsg("machpay flush of " INT64_FORMAT " events failed: %s",
-							nevents, edata->message),
-					 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-					 errhint("The batch is kept and retried.")));
-			FreeErrorData(edata);
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(flush_cxt);
-
-		if (retry)
-		{
-			/* Some request was answered 503 meanwhile: write without it. */
-			drop_dead_tickets(false);
-			MemoryContextReset(flush_cxt);
-		}
-	} while (retry);
+		attempt_transaction(&a, quiet);
+		if (a.txn != TXN_STEPPED_BACK)
+			break;
+		/* Some request was answered 503 meanwhile: write without it. */
+		drop_dead_tickets(false);
+		MemoryContextReset(flush_cxt);
+	}
 
 	/*
 	 * A commit that waits for a synchronous standby stops waiting, and
@@ -515,40 +591,16 @@ attempt_flush(int64 *rows_out, bool quiet)
 	 * it, and a failover may lose it.  Answer nothing then; the requests end
 	 * with their connections.
 	 */
-	if (committed && !PostmasterIsAlive())
+	if (a.txn == TXN_COMMITTED && !PostmasterIsAlive())
 		proc_exit(1);
 
-	if (!committed)
+	if (a.txn != TXN_COMMITTED)
 	{
 		if (!quiet)
 			stats_add(STAT_FLUSH_FAILURES, 1);
-		return refused ? ATTEMPT_REFUSED : ATTEMPT_FAILED;
+		return a.txn == TXN_REFUSED ? ATTEMPT_REFUSED : ATTEMPT_FAILED;
 	}
-
-	/* Hand each entry its slice of the batch-order outcomes. */
-	{
-		int			pos = 0;
-
-		for (int i = 0; i < nbatch; i++)
-		{
-			BufferEntry *e = batch[i].entry;
-
-			if (!batch[i].include || batch[i].finished)
-				continue;
-			if (batch[i].intents_part)
-				hold_telemetry(&batch[i], outcomes + pos);
-			else
-				finish_entry(&batch[i], true, e->nintents > 0 ? outcomes + pos : NULL);
-			pos += e->nintents;
-		}
-	}
-	for (int k = ROW_METRIC; k <= ROW_KIND_MAX; k++)
-		if (k != ROW_CONFIG)
-			*rows_out += wr.nrows[k];
-	stats_add(STAT_FLUSHES, 1);
-	stats_add(STAT_FLUSH_EVENTS, nevents);
-	observe_duration(start);
-	last_flush = GetCurrentTimestamp();
+	finish_committed(&a, rows_out, start);
 	return ATTEMPT_COMMITTED;
 }
 

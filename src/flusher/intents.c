@@ -124,70 +124,122 @@ intent_notify(const IntentInput *in, const unsigned char *id, const char *status
 	pfree(buf.data);
 }
 
-int64
-intents_store(const IntentInput *in, int n, IntentOutcome *out, int64 *nduplicate)
+/*
+ * One call of intents_store: the batch's intents and what the phases have
+ * learnt of them.  Positions index the input; uniq lists the first
+ * occurrence of each key, in key order.
+ */
+typedef struct IntentClaim
 {
-	IntentKey  *keys = palloc(sizeof(IntentKey) * n);
-	int		   *first = palloc(sizeof(int) * n);	/* first occurrence of each row's key */
-	int		   *uniq = palloc(sizeof(int) * n); /* positions of first occurrences */
-	bool	   *isnew = palloc0(sizeof(bool) * n);
-	int			nuniq = 0;
-	int			nnew = 0;
-	int			ndup_db = 0;
-	Datum	   *d_gw = palloc(sizeof(Datum) * n);
-	Datum	   *d_ag = palloc(sizeof(Datum) * n);
-	Datum	   *d_nonce = palloc(sizeof(Datum) * n);
-	Datum	   *d_id = palloc(sizeof(Datum) * n);
-	Datum	   *d_ts = palloc(sizeof(Datum) * n);
-	pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * n);
-	Datum		args[8];
-	Oid			argtypes[8];
-	int			rc;
+	const IntentInput *in;
+	int			n;
+	int		   *first;			/* first occurrence of each row's key */
+	int		   *uniq;			/* positions of first occurrences */
+	int			nuniq;
+	bool	   *isnew;			/* first occurrences that claimed their key */
+	int			nnew;
+	pg_uuid_t  *ids;			/* candidate, then final id of first occurrences */
+} IntentClaim;
 
-	/* Fold the batch's own duplicates onto their first occurrence. */
-	for (int i = 0; i < n; i++)
+/* A text[] of one string field of the intents at positions pos[0..m). */
+static Datum
+field_array(const IntentClaim *c, const int *pos, int m, size_t field)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(m, 1));
+
+	for (int k = 0; k < m; k++)
+	{
+		const char *val = *(const char *const *) ((const char *) &c->in[pos[k]] + field);
+
+		elems[k] = PointerGetDatum(cstring_to_text(val));
+	}
+	return text_array_datum(elems, m);
+}
+
+static Datum
+uuid_array(const IntentClaim *c, const int *pos, int m)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(m, 1));
+
+	for (int k = 0; k < m; k++)
+		elems[k] = UUIDPGetDatum(&c->ids[pos[k]]);
+	return PointerGetDatum(construct_array(elems, m, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+}
+
+static Datum
+received_at_array(const IntentClaim *c, const int *pos, int m)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(m, 1));
+
+	for (int k = 0; k < m; k++)
+		elems[k] = TimestampTzGetDatum(c->in[pos[k]].received_at);
+	return PointerGetDatum(construct_array(elems, m, TIMESTAMPTZOID, sizeof(TimestampTz),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* The first occurrences whose key was new (wanted true) or not, in key order. */
+static int
+select_uniq(const IntentClaim *c, bool wanted, int *pos)
+{
+	int			m = 0;
+
+	for (int k = 0; k < c->nuniq; k++)
+		if (c->isnew[c->uniq[k]] == wanted)
+			pos[m++] = c->uniq[k];
+	return m;
+}
+
+/*
+ * Fold the batch's own duplicates onto their first occurrence, and give
+ * each first occurrence a candidate id.  uniq comes out in key order:
+ * two claimers of the same keys (writers, ingest() sessions) then lock
+ * them in the same order, so one waits for the other instead of both
+ * deadlocking.
+ */
+static void
+fold_duplicates(IntentClaim *c)
+{
+	IntentKey  *keys = palloc(sizeof(IntentKey) * c->n);
+
+	for (int i = 0; i < c->n; i++)
 	{
 		keys[i].pos = i;
-		keys[i].in = &in[i];
+		keys[i].in = &c->in[i];
 	}
-	qsort(keys, n, sizeof(IntentKey), intent_key_cmp);
-	for (int i = 0; i < n; i++)
+	qsort(keys, c->n, sizeof(IntentKey), intent_key_cmp);
+	for (int i = 0; i < c->n; i++)
 	{
 		if (i > 0 && intent_same_key(keys[i].in, keys[i - 1].in))
-			first[keys[i].pos] = first[keys[i - 1].pos];
+			c->first[keys[i].pos] = c->first[keys[i - 1].pos];
 		else
-			first[keys[i].pos] = keys[i].pos;
+			c->first[keys[i].pos] = keys[i].pos;
 	}
-	/*
-	 * Claim in key order: two claimers of the same keys (writers, ingest()
-	 * sessions) then lock them in the same order, so one waits for the other
-	 * instead of both deadlocking.
-	 */
-	for (int s = 0; s < n; s++)
+	for (int s = 0; s < c->n; s++)
 	{
 		int			i = keys[s].pos;
 
-		if (first[i] != i)
+		if (c->first[i] != i)
 			continue;
-		intent_new_id(ids[i].data);
-		d_gw[nuniq] = PointerGetDatum(cstring_to_text(in[i].gateway_id));
-		d_ag[nuniq] = PointerGetDatum(cstring_to_text(in[i].agent_id));
-		d_nonce[nuniq] = PointerGetDatum(cstring_to_text(in[i].nonce));
-		d_id[nuniq] = UUIDPGetDatum(&ids[i]);
-		d_ts[nuniq] = TimestampTzGetDatum(in[i].received_at);
-		uniq[nuniq++] = i;
+		intent_new_id(c->ids[i].data);
+		c->uniq[c->nuniq++] = i;
 	}
+	pfree(keys);
+}
 
-	/* Claim the keys: RETURNING gives back the candidate ids that won. */
-	args[0] = text_array_datum(d_gw, nuniq);
-	args[1] = text_array_datum(d_ag, nuniq);
-	args[2] = text_array_datum(d_nonce, nuniq);
-	args[3] = PointerGetDatum(construct_array(d_id, nuniq, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	args[4] = PointerGetDatum(construct_array(d_ts, nuniq, TIMESTAMPTZOID, sizeof(TimestampTz),
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	argtypes[0] = argtypes[1] = argtypes[2] = TEXTARRAYOID;
-	argtypes[3] = UUIDARRAYOID;
-	argtypes[4] = TIMESTAMPTZARRAYOID;
+/* Claim the keys: RETURNING gives back the candidate ids that won. */
+static void
+claim_keys(IntentClaim *c)
+{
+	Datum		args[5];
+	Oid			argtypes[5] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+							   UUIDARRAYOID, TIMESTAMPTZARRAYOID};
+	int			rc;
+
+	args[0] = field_array(c, c->uniq, c->nuniq, offsetof(IntentInput, gateway_id));
+	args[1] = field_array(c, c->uniq, c->nuniq, offsetof(IntentInput, agent_id));
+	args[2] = field_array(c, c->uniq, c->nuniq, offsetof(IntentInput, nonce));
+	args[3] = uuid_array(c, c->uniq, c->nuniq);
+	args[4] = received_at_array(c, c->uniq, c->nuniq);
 	rc = SPI_execute_with_args(
 							   "INSERT INTO machpay.payment_intent_keys (gateway_id, agent_id, nonce, id, created_at)"
 							   " SELECT g, a, n::numeric, i, t"
@@ -203,136 +255,135 @@ intents_store(const IntentInput *in, int n, IntentOutcome *out, int64 *nduplicat
 		pg_uuid_t  *won = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
 												  SPI_tuptable->tupdesc, 1, &isnull));
 
-		for (int k = 0; k < nuniq; k++)
-			if (!isnew[uniq[k]] && memcmp(won->data, ids[uniq[k]].data, UUID_LEN) == 0)
+		for (int k = 0; k < c->nuniq; k++)
+		{
+			int			i = c->uniq[k];
+
+			if (!c->isnew[i] && memcmp(won->data, c->ids[i].data, UUID_LEN) == 0)
 			{
-				isnew[uniq[k]] = true;
-				nnew++;
+				c->isnew[i] = true;
+				c->nnew++;
 				break;
 			}
+		}
 	}
 	SPI_freetuptable(SPI_tuptable);
+}
 
-	/* Keys claimed before: fetch the first id. */
-	if (nnew < nuniq)
+/*
+ * Keys claimed before: the ids of their first intents, read in a statement
+ * of its own, whose fresh snapshot sees a claimant that committed while we
+ * waited on its key.
+ */
+static void
+read_first_ids(IntentClaim *c)
+{
+	int		   *back = palloc(sizeof(int) * c->nuniq);	/* ordinal -> position */
+	int			m = select_uniq(c, false, back);
+	Datum		args[3];
+	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	int			rc;
+
+	args[0] = field_array(c, back, m, offsetof(IntentInput, gateway_id));
+	args[1] = field_array(c, back, m, offsetof(IntentInput, agent_id));
+	args[2] = field_array(c, back, m, offsetof(IntentInput, nonce));
+	rc = SPI_execute_with_args(
+							   "SELECT u.o, k.id"
+							   "  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(g, a, n, o)"
+							   "  JOIN machpay.payment_intent_keys k"
+							   "    ON k.gateway_id = u.g AND k.agent_id = u.a AND k.nonce = u.n::numeric",
+							   3, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "reading payment intent keys failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed != (uint64) m)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("payment intent keys changed concurrently"),
+				 errhint("Retry the batch.")));
+	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		int			m = 0;
-		int		   *back = palloc(sizeof(int) * nuniq);	/* ordinal -> input position */
+		bool		isnull;
+		int64		o = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
+												 SPI_tuptable->tupdesc, 2, &isnull));
 
-		for (int k = 0; k < nuniq; k++)
-		{
-			int			i = uniq[k];
-
-			if (isnew[i])
-				continue;
-			d_gw[m] = PointerGetDatum(cstring_to_text(in[i].gateway_id));
-			d_ag[m] = PointerGetDatum(cstring_to_text(in[i].agent_id));
-			d_nonce[m] = PointerGetDatum(cstring_to_text(in[i].nonce));
-			back[m] = i;
-			m++;
-		}
-		args[0] = text_array_datum(d_gw, m);
-		args[1] = text_array_datum(d_ag, m);
-		args[2] = text_array_datum(d_nonce, m);
-		rc = SPI_execute_with_args(
-								   "SELECT u.o, k.id"
-								   "  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(g, a, n, o)"
-								   "  JOIN machpay.payment_intent_keys k"
-								   "    ON k.gateway_id = u.g AND k.agent_id = u.a AND k.nonce = u.n::numeric",
-								   3, argtypes, args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "reading payment intent keys failed: %s", SPI_result_code_string(rc));
-		if (SPI_processed != (uint64) m)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("payment intent keys changed concurrently"),
-					 errhint("Retry the batch.")));
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			bool		isnull;
-			int64		o = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-														SPI_tuptable->tupdesc, 1, &isnull));
-			pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
-													 SPI_tuptable->tupdesc, 2, &isnull));
-			int			i = back[o - 1];
-
-			memcpy(ids[i].data, id->data, UUID_LEN);
-		}
-		SPI_freetuptable(SPI_tuptable);
-		ndup_db = nuniq - nnew;
+		memcpy(c->ids[back[o - 1]].data, id->data, UUID_LEN);
 	}
+	SPI_freetuptable(SPI_tuptable);
+}
 
-	/* The new intents themselves. */
-	if (nnew > 0)
+/* The new intents themselves, and a notification for each. */
+static void
+insert_new_intents(IntentClaim *c)
+{
+	int		   *pos = palloc(sizeof(int) * c->nuniq);
+	int			m = select_uniq(c, true, pos);
+	Datum		args[8];
+	Oid			argtypes[8] = {UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+							   TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+							   TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+	int			rc;
+
+	args[0] = uuid_array(c, pos, m);
+	args[1] = field_array(c, pos, m, offsetof(IntentInput, gateway_id));
+	args[2] = field_array(c, pos, m, offsetof(IntentInput, agent_id));
+	args[3] = field_array(c, pos, m, offsetof(IntentInput, nonce));
+	args[4] = field_array(c, pos, m, offsetof(IntentInput, amount));
+	args[5] = field_array(c, pos, m, offsetof(IntentInput, token));
+	args[6] = field_array(c, pos, m, offsetof(IntentInput, signature));
+	args[7] = received_at_array(c, pos, m);
+	rc = SPI_execute_with_args(
+							   "INSERT INTO machpay.payment_intents"
+							   "       (id, gateway_id, agent_id, nonce, amount, token, signature, created_at)"
+							   " SELECT i, g, a, n::numeric, m::numeric, k, s, t"
+							   "   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+							   "               $6::text[], $7::text[], $8::timestamptz[])"
+							   "        AS u(i, g, a, n, m, k, s, t)"
+							   " RETURNING status",
+							   8, argtypes, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) m)
+		elog(ERROR, "inserting payment intents failed: %s", SPI_result_code_string(rc));
+	/* RETURNING keeps the order of the insert's input. */
+	for (int k = 0; k < m; k++)
 	{
-		Datum	   *d_tok = palloc(sizeof(Datum) * nnew);
-		Datum	   *d_sig = palloc(sizeof(Datum) * nnew);
-		Datum	   *d_amt = palloc(sizeof(Datum) * nnew);
-		int			m = 0;
+		char	   *status = SPI_getvalue(SPI_tuptable->vals[k],
+										  SPI_tuptable->tupdesc, 1);
 
-		for (int k = 0; k < nuniq; k++)
-		{
-			int			i = uniq[k];
-
-			if (!isnew[i])
-				continue;
-			d_id[m] = UUIDPGetDatum(&ids[i]);
-			d_gw[m] = PointerGetDatum(cstring_to_text(in[i].gateway_id));
-			d_ag[m] = PointerGetDatum(cstring_to_text(in[i].agent_id));
-			d_nonce[m] = PointerGetDatum(cstring_to_text(in[i].nonce));
-			d_amt[m] = PointerGetDatum(cstring_to_text(in[i].amount));
-			d_tok[m] = PointerGetDatum(cstring_to_text(in[i].token));
-			d_sig[m] = PointerGetDatum(cstring_to_text(in[i].signature));
-			d_ts[m] = TimestampTzGetDatum(in[i].received_at);
-			m++;
-		}
-		args[0] = PointerGetDatum(construct_array(d_id, m, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		args[1] = text_array_datum(d_gw, m);
-		args[2] = text_array_datum(d_ag, m);
-		args[3] = text_array_datum(d_nonce, m);
-		args[4] = text_array_datum(d_amt, m);
-		args[5] = text_array_datum(d_tok, m);
-		args[6] = text_array_datum(d_sig, m);
-		args[7] = PointerGetDatum(construct_array(d_ts, m, TIMESTAMPTZOID, sizeof(TimestampTz),
-												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		argtypes[0] = UUIDARRAYOID;
-		argtypes[1] = argtypes[2] = argtypes[3] = argtypes[4] = argtypes[5] = argtypes[6] = TEXTARRAYOID;
-		argtypes[7] = TIMESTAMPTZARRAYOID;
-		rc = SPI_execute_with_args(
-								   "INSERT INTO machpay.payment_intents"
-								   "       (id, gateway_id, agent_id, nonce, amount, token, signature, created_at)"
-								   " SELECT i, g, a, n::numeric, m::numeric, k, s, t"
-								   "   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
-								   "               $6::text[], $7::text[], $8::timestamptz[])"
-								   "        AS u(i, g, a, n, m, k, s, t)"
-								   " RETURNING status",
-								   8, argtypes, args, NULL, false, 0);
-		if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) m)
-			elog(ERROR, "inserting payment intents failed: %s", SPI_result_code_string(rc));
-		/* RETURNING keeps the order of the insert's input. */
-		m = 0;
-		for (int k = 0; k < nuniq; k++)
-		{
-			int			i = uniq[k];
-			char	   *status;
-
-			if (!isnew[i])
-				continue;
-			status = SPI_getvalue(SPI_tuptable->vals[m], SPI_tuptable->tupdesc, 1);
-			intent_notify(&in[i], ids[i].data, status ? status : "PENDING");
-			m++;
-		}
-		SPI_freetuptable(SPI_tuptable);
+		intent_notify(&c->in[pos[k]], c->ids[pos[k]].data,
+					  status ? status : "PENDING");
 	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+int64
+intents_store(const IntentInput *in, int n, IntentOutcome *out, int64 *nduplicate)
+{
+	IntentClaim c;
+
+	memset(&c, 0, sizeof(c));
+	c.in = in;
+	c.n = n;
+	c.first = palloc(sizeof(int) * n);
+	c.uniq = palloc(sizeof(int) * n);
+	c.isnew = palloc0(sizeof(bool) * n);
+	c.ids = palloc(sizeof(pg_uuid_t) * n);
+
+	fold_duplicates(&c);
+	claim_keys(&c);
+	if (c.nnew < c.nuniq)
+		read_first_ids(&c);
+	if (c.nnew > 0)
+		insert_new_intents(&c);
 
 	for (int i = 0; i < n; i++)
 	{
-		int			f = first[i];
+		int			f = c.first[i];
 
 		out[i].event_index = in[i].event_index;
-		memcpy(out[i].id, ids[f].data, UUID_LEN);
-		out[i].duplicate = (f != i) || !isnew[f];
+		memcpy(out[i].id, c.ids[f].data, UUID_LEN);
+		out[i].duplicate = (f != i) || !c.isnew[f];
 	}
-	*nduplicate = (n - nuniq) + ndup_db;
-	return nnew;
+	*nduplicate = (n - c.nuniq) + (c.nuniq - c.nnew);
+	return c.nnew;
 }

@@ -157,7 +157,7 @@ http_ops_metrics(NetRequest *req)
 						 name, name, stats_get((StatCounter) i));
 	}
 
-	family(&out, "buffer_bytes_used", "gauge", "Bytes of row batches waiting in the shared buffer.");
+	family(&out, "buffer_bytes_used", "gauge", "Bytes of request rows waiting in the shared buffer.");
 	appendStringInfo(&out, "machpay_buffer_bytes_used %zu\n", (size_t) buffer_bytes_used());
 	family(&out, "buffer_bytes_capacity", "gauge", "Size of the shared buffer.");
 	appendStringInfo(&out, "machpay_buffer_bytes_capacity %zu\n", (size_t) buffer_capacity());

@@ -7,8 +7,8 @@
  * collected by a front end and mapped here by the event's `source`:
  * telemetry (gateway, sdk) becomes metric rows named by dotted path, a
  * gateway's `config` a vendor-profile row, payment_intent an intent row,
- * log a log row.  An invalid event is rejected whole: its rows are cut off
- * the batch again and it leaves at most one dead-letter (reject) row.
+ * log a log row.  An invalid event is rejected whole: its rows are taken
+ * back and it leaves at most one dead-letter (reject) row.
  *
  * Labels are written exactly as jsonb prints them (keys shorter first, then
  * bytewise; ", " and ": " separators), so one label set always has one text

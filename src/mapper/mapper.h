@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * mapper.h
  *	  The event mapper: request bytes (or a jsonb value) in, validated rows
- *	  (a row batch, see rowbuf.h) and per-event errors out.
+ *	  (request rows, see rowbuf.h) and per-event errors out.
  *
  * The mapper knows nothing of HTTP, tables or transactions: it needs no
  * database access, so the HTTP workers call it inside their event loop and
@@ -88,7 +88,7 @@ typedef struct MapResult
 	int			nintents;		/* ROW_INTENT rows in rows */
 	int64		nrows[ROW_KIND_MAX + 1];	/* rows by RowKind */
 	int64		events_by_source[EVENT_SOURCE_COUNT];	/* accepted events */
-	StringInfoData rows;		/* the row batch */
+	StringInfoData rows;		/* the request rows */
 } MapResult;
 
 /*

@@ -82,4 +82,83 @@ extern void map_event_not_object(MapState *st, int index,
 extern void map_bad_request(MapState *st, const char *message);
 extern bool map_number_storable(const char *num);
 
+/*
+ * The leaf walker: one document's tokens in, events and leaves out to the
+ * core.  A front end calls map_walk_document() per document (a body, or
+ * one NDJSON line), then one call per token in document order.  Strings
+ * (keys, scalar text) must be NUL-terminated and live until the event ends
+ * (the core's event context); the walker keeps pointers, not copies.
+ */
+typedef struct MapWalk
+{
+	MapState   *ms;
+	bool		allow_top_array;	/* a top-level array holds events */
+	int			event_depth;	/* nesting depth of event objects: 1 or 2 */
+	int			depth;			/* containers open */
+	int			index;			/* index of the current event */
+	int			nelems;			/* elements of the top-level array so far */
+
+	bool		in_event;
+	int			obj_level;		/* objects open inside the event */
+	int			arrays_open;	/* arrays open inside the event */
+	bool		fields_key;		/* under the event's top-level "fields" */
+	int			skip_depth;		/* > 0: inside a non-object where an event belongs */
+
+	const char **path;			/* key of each open object level */
+	int			maxpath;
+} MapWalk;
+
+extern void map_walk_init(MapWalk *w, MapState *ms);
+extern void map_walk_document(MapWalk *w, bool allow_top_array, int index);
+
+/*
+ * The tokens.  The two begin calls return true when the container starts
+ * a value where an event belongs (an event, or a non-object to reject):
+ * its excerpt, if the event is rejected, comes from the front end's
+ * excerpt_fn, called before the matching end call returns.  A scalar
+ * where an event belongs is its own excerpt.  map_walk_scalar returns
+ * true when it kept text (a leaf points to it), false when the caller may
+ * free it.  map_walk_key returns true for the key of the event's top-level
+ * "fields" (a log's fields travel as JSON text: map_walk_fields_text).
+ */
+extern bool map_walk_object_begin(MapWalk *w);
+extern void map_walk_object_end(MapWalk *w);
+extern bool map_walk_array_begin(MapWalk *w);
+extern void map_walk_array_end(MapWalk *w);
+extern bool map_walk_key(MapWalk *w, const char *key);
+extern bool map_walk_scalar(MapWalk *w, MapLeafType type, const char *text,
+							int len);
+
+/* A log event's "fields" value as JSON text, from the front end. */
+extern void map_walk_fields_text(MapWalk *w, const char *json, int len);
+
+/* The request was refused: the front end may stop feeding tokens. */
+static inline bool
+map_walk_stopped(const MapWalk *w)
+{
+	return w->ms->result->status != MAP_OK;
+}
+
+/* Whether a key here would be kept (else the caller may skip or free it). */
+static inline bool
+map_walk_keeps_keys(const MapWalk *w)
+{
+	return w->in_event && w->arrays_open == 0 && w->skip_depth == 0;
+}
+
+/* Whether a scalar here matters (else the caller need not render it). */
+static inline bool
+map_walk_wants_scalar(const MapWalk *w)
+{
+	return w->skip_depth == 0 &&
+		(!w->in_event || w->arrays_open == 0 || w->fields_key);
+}
+
+/* At the key of the event's top-level "fields", or at the end of its value. */
+static inline bool
+map_walk_at_fields(const MapWalk *w)
+{
+	return map_walk_keeps_keys(w) && w->obj_level == 1 && w->fields_key;
+}
+
 #endif							/* MACHPAY_MAPPER_INT_H */

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  * mapper_json.c
- *	  The request-text front end of the event mapper: walks a body with
+ *	  The request-text front end of the event mapper: parses a body with
  *	  PostgreSQL's own JSON parser (common/jsonapi.h, semantic actions, no
- *	  tree) and hands each event's leaves to the mapper core (mapper.c).
+ *	  tree) and feeds its tokens to the leaf walker (mapper_walk.c).
  *
  * A body is one event object, an array of events, or NDJSON: one event per
  * non-empty line, where an event's index is the line's 0-based position
@@ -27,29 +27,16 @@
 #include "mapper/mapper_int.h"
 #include "common/pg_compat.h"
 
-/* The walk over one JSON document (the body, or one NDJSON line). */
+/*
+ * The walk over one JSON document (the body, or one NDJSON line): the
+ * parser's semantic actions pass its tokens on to the leaf walker.
+ */
 typedef struct JsonWalk
 {
-	MapState   *ms;
+	MapWalk    *walk;
 	JsonLexContext *lex;
-	bool		allow_top_array;	/* a top-level array holds events */
-	int			event_depth;	/* nesting depth of event objects: 1 or 2 */
-	int			depth;			/* containers open */
-	int			index;			/* index of the current event */
-	int			nelems;			/* elements of the top-level array so far */
-
-	bool		in_event;
-	int			obj_level;		/* objects open inside the event */
-	int			arrays_open;	/* arrays open inside the event */
-	const char *event_start;
-	const char *fields_start;
-	bool		in_fields;		/* inside the event's top-level "fields" */
-
-	int			skip_depth;		/* > 0: skipping a non-object element */
-	const char *skip_start;
-
-	const char **path;			/* key of each open object level */
-	int			maxpath;
+	const char *elem_start;		/* where the current event's value starts */
+	const char *fields_start;	/* where the event's "fields" value starts */
 } JsonWalk;
 
 static MapLeafType
@@ -70,6 +57,16 @@ leaf_type_of(JsonTokenType type)
 	}
 }
 
+/* A rejected event's excerpt: its text as sent, up to the last token read. */
+static char *
+text_excerpt(void *arg, int *len)
+{
+	JsonWalk   *w = (JsonWalk *) arg;
+
+	*len = (int) (w->lex->prev_token_terminator - w->elem_start);
+	return (char *) w->elem_start;
+}
+
 /*
  * Once the request is refused (a cap), make the lexer see the end of the
  * input: the parser then stops with an error that walk_document ignores,
@@ -80,7 +77,7 @@ walk_stop_if_refused(JsonWalk *w)
 {
 	size_t		here;
 
-	if (w->ms->result->status == MAP_OK)
+	if (!map_walk_stopped(w->walk))
 		return;
 	here = (size_t) (w->lex->token_terminator - w->lex->input);
 	if (here < (size_t) w->lex->input_length)
@@ -92,72 +89,22 @@ walk_object_start(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
-	w->depth++;
-	if (w->skip_depth > 0)
-		JSON_ACTION_OK;
-	if (!w->in_event)
+	if (map_walk_object_begin(w->walk))
 	{
-		if (w->depth == w->event_depth)
-		{
-			w->in_event = true;
-			w->obj_level = 1;
-			w->arrays_open = 0;
-			w->event_start = w->lex->token_start;
-			w->fields_start = NULL;
-			map_event_begin(w->ms);
-		}
-		JSON_ACTION_OK;
+		w->elem_start = w->lex->token_start;
+		w->fields_start = NULL;
 	}
-	if (w->arrays_open > 0)
-		JSON_ACTION_OK;
-	if (w->obj_level <= 2)
-		map_add_leaf(w->ms, w->path, w->obj_level, LEAF_OBJECT, NULL, 0);
-	w->obj_level++;
-	if (w->obj_level > w->maxpath)
-	{
-		w->maxpath *= 2;
-		w->path = repalloc(w->path, sizeof(char *) * w->maxpath);
-	}
+	walk_stop_if_refused(w);
 	JSON_ACTION_OK;
-}
-
-/*
- * Inside a top-level element that is not an object: true while skipping it;
- * at its end it is reported as one invalid event.
- */
-static bool
-walk_skipped_end(JsonWalk *w, int closing)
-{
-	if (w->skip_depth == 0)
-		return false;
-	if (closing == w->skip_depth)
-	{
-		w->skip_depth = 0;
-		map_event_not_object(w->ms, w->index, w->skip_start,
-							 (int) (w->lex->prev_token_terminator - w->skip_start));
-		walk_stop_if_refused(w);
-	}
-	return true;
 }
 
 static JSON_ACTION_RETURN
 walk_object_end(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
-	int			closing = w->depth--;
 
-	if (walk_skipped_end(w, closing))
-		JSON_ACTION_OK;
-	if (!w->in_event || w->arrays_open > 0)
-		JSON_ACTION_OK;
-	if (--w->obj_level == 0)
-	{
-		w->in_event = false;
-		w->in_fields = false;
-		map_event_end(w->ms, w->index, w->event_start,
-					  (int) (w->lex->prev_token_terminator - w->event_start));
-		walk_stop_if_refused(w);
-	}
+	map_walk_object_end(w->walk);
+	walk_stop_if_refused(w);
 	JSON_ACTION_OK;
 }
 
@@ -166,24 +113,9 @@ walk_array_start(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
-	w->depth++;
-	if (w->skip_depth > 0)
-		JSON_ACTION_OK;
-	if (!w->in_event)
-	{
-		if (w->depth == 1 && w->allow_top_array)
-			w->event_depth = 2;
-		else
-		{
-			/* an array where an event object should be */
-			w->skip_depth = w->depth;
-			w->skip_start = w->lex->token_start;
-		}
-		JSON_ACTION_OK;
-	}
-	if (w->arrays_open == 0 && w->obj_level <= 2)
-		map_add_leaf(w->ms, w->path, w->obj_level, LEAF_ARRAY, NULL, 0);
-	w->arrays_open++;
+	if (map_walk_array_begin(w->walk))
+		w->elem_start = w->lex->token_start;
+	walk_stop_if_refused(w);
 	JSON_ACTION_OK;
 }
 
@@ -191,23 +123,9 @@ static JSON_ACTION_RETURN
 walk_array_end(void *state)
 {
 	JsonWalk   *w = (JsonWalk *) state;
-	int			closing = w->depth--;
 
-	if (walk_skipped_end(w, closing))
-		JSON_ACTION_OK;
-	if (w->in_event)
-		w->arrays_open--;
-	JSON_ACTION_OK;
-}
-
-static JSON_ACTION_RETURN
-walk_array_element_start(void *state, bool isnull)
-{
-	JsonWalk   *w = (JsonWalk *) state;
-
-	if (w->depth == 1 && w->event_depth == 2 && !w->in_event &&
-		w->skip_depth == 0)
-		w->index = w->nelems++;
+	map_walk_array_end(w->walk);
+	walk_stop_if_refused(w);
 	JSON_ACTION_OK;
 }
 
@@ -216,16 +134,8 @@ walk_field_start(void *state, char *fname, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
-	if (w->skip_depth > 0 || !w->in_event || w->arrays_open > 0)
-		JSON_ACTION_OK;
-	w->path[w->obj_level - 1] = fname;
-	if (w->obj_level == 1 && strcmp(fname, "fields") == 0)
-	{
-		/* jsonb keeps the last of duplicate keys: judge only that one */
+	if (map_walk_key(w->walk, fname))
 		w->fields_start = w->lex->token_start;
-		w->in_fields = true;
-		w->ms->fields_bad_number = NULL;
-	}
 	JSON_ACTION_OK;
 }
 
@@ -234,20 +144,16 @@ walk_field_end(void *state, char *fname, bool isnull)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
-	if (w->skip_depth > 0 || !w->in_event || w->arrays_open > 0)
+	if (!map_walk_keeps_keys(w->walk))
 	{
 		pfree(fname);
 		JSON_ACTION_OK;
 	}
-	if (w->obj_level == 1 && strcmp(fname, "fields") == 0)
-		w->in_fields = false;
-	if (w->obj_level == 1 && w->fields_start != NULL &&
-		strcmp(fname, "fields") == 0)
+	if (w->fields_start != NULL && map_walk_at_fields(w->walk))
 	{
 		int			len = (int) (w->lex->prev_token_terminator - w->fields_start);
 
-		w->ms->fields_json = pnstrdup(w->fields_start, len);
-		w->ms->fields_len = len;
+		map_walk_fields_text(w->walk, pnstrdup(w->fields_start, len), len);
 		w->fields_start = NULL;
 	}
 	JSON_ACTION_OK;
@@ -258,29 +164,13 @@ walk_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	JsonWalk   *w = (JsonWalk *) state;
 
-	if (w->skip_depth > 0)
+	/* a scalar refuses only as an event that is no object: never kept */
+	if (!map_walk_scalar(w->walk, leaf_type_of(tokentype), token,
+						 (int) strlen(token)))
 	{
-		pfree(token);
-		JSON_ACTION_OK;
-	}
-	if (!w->in_event)
-	{
-		map_event_not_object(w->ms, w->index, token, (int) strlen(token));
 		pfree(token);
 		walk_stop_if_refused(w);
-		JSON_ACTION_OK;
 	}
-	/* the log's fields become jsonb: its numbers must fit numeric */
-	if (w->in_fields && tokentype == JSON_TOKEN_NUMBER &&
-		w->ms->fields_bad_number == NULL && !map_number_storable(token))
-		w->ms->fields_bad_number = pstrdup(token);
-	if (w->arrays_open > 0)
-	{
-		pfree(token);
-		JSON_ACTION_OK;
-	}
-	map_add_leaf(w->ms, w->path, w->obj_level, leaf_type_of(tokentype),
-				 token, (int) strlen(token));
 	JSON_ACTION_OK;
 }
 
@@ -374,15 +264,20 @@ parse_guarded(JsonLexContext *lex, JsonSemAction *sem, char **caught)
  * line is the 1-based NDJSON line for messages, 0 for a whole body.
  */
 static bool
-walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
+walk_document(MapWalk *walk, const char *text, size_t len, bool allow_array,
 			  int index, int line)
 {
+	MapState   *ms = walk->ms;
 	JsonWalk	w;
 	JsonSemAction sem;
 	JsonParseErrorType res;
 	char	   *caught = NULL;
 	int			depth = json_nesting_depth(text, len, PG_INT32_MAX);
 
+	/*
+	 * The walker applies max_depth too, but pg_parse_json recurses per
+	 * level: counted before parsing, a deep document never reaches it.
+	 */
 	if (depth > ms->opts->max_depth)
 	{
 		char	   *msg;
@@ -399,13 +294,11 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 	}
 
 	memset(&w, 0, sizeof(w));
-	w.ms = ms;
+	w.walk = walk;
 	w.lex = machpay_json_lexer(text, len);
-	w.allow_top_array = allow_array;
-	w.event_depth = 1;
-	w.index = index;
-	w.maxpath = 16;
-	w.path = palloc(sizeof(char *) * w.maxpath);
+	map_walk_document(walk, allow_array, index);
+	ms->excerpt_fn = text_excerpt;
+	ms->excerpt_arg = &w;
 
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = &w;
@@ -413,12 +306,12 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 	sem.object_end = walk_object_end;
 	sem.array_start = walk_array_start;
 	sem.array_end = walk_array_end;
-	sem.array_element_start = walk_array_element_start;
 	sem.object_field_start = walk_field_start;
 	sem.object_field_end = walk_field_end;
 	sem.scalar = walk_scalar;
 
 	res = parse_guarded(w.lex, &sem, &caught);
+	ms->excerpt_fn = NULL;		/* w lives only as long as this call */
 	/* refused by a cap while walking: the parser was stopped on purpose */
 	if (ms->result->status != MAP_OK)
 		return false;
@@ -454,7 +347,6 @@ walk_document(MapState *ms, const char *text, size_t len, bool allow_array,
 		pfree(msg);
 		return false;
 	}
-	pfree(w.path);
 	machpay_json_lexer_free(w.lex);
 	return true;
 }
@@ -473,8 +365,10 @@ map_json_text(const char *body, size_t len, bool ndjson,
 			  const MapOptions *opts, MapResult *result)
 {
 	MapState	ms;
+	MapWalk		walk;
 
 	map_state_init(&ms, opts, result);
+	map_walk_init(&walk, &ms);
 
 	if (len > (size_t) PG_INT32_MAX - 1)
 	{
@@ -489,7 +383,7 @@ map_json_text(const char *body, size_t len, bool ndjson,
 
 	if (!ndjson)
 	{
-		walk_document(&ms, body, len, true, 0, 0);
+		walk_document(&walk, body, len, true, 0, 0);
 		return;
 	}
 
@@ -508,7 +402,7 @@ map_json_text(const char *body, size_t len, bool ndjson,
 				return;
 			if (!is_blank(body + pos, end - pos))
 			{
-				if (!walk_document(&ms, body + pos, end - pos, false, index, line))
+				if (!walk_document(&walk, body + pos, end - pos, false, index, line))
 					return;
 				index++;
 			}

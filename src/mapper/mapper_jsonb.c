@@ -1,13 +1,13 @@
 /*-------------------------------------------------------------------------
  * mapper_jsonb.c
  *	  The jsonb front end of the event mapper, for machpay.ingest(jsonb):
- *	  walks the value with JsonbIterator and hands each event's leaves to
- *	  the same core as the request-text front end (mapper.c).
+ *	  walks the value with JsonbIterator and feeds its tokens to the same
+ *	  leaf walker as the request-text front end (mapper_walk.c).
  *
- * The payload is one event object or an array of them; a top-level value
- * that is not an object is one event with an invalid_type error; nesting
- * deeper than max_depth makes the whole request bad.  A reject's excerpt is
- * the event rendered by JsonbToCString, cut to 1 kB.  Backend only.
+ * The payload is one event object or an array of them, under the walker's
+ * rules (a value that is no object is an invalid_type error, nesting deeper
+ * than max_depth a bad request).  A reject's excerpt is the value rendered
+ * by JsonbToCString, cut to 1 kB.  Backend only.
  *
  * jsonb has already normalised numbers (1e2 is stored as 100); the request
  * text front end reads numbers the same way (mapper.c, parse_u64), so both
@@ -24,23 +24,22 @@
 
 typedef struct JsonbWalk
 {
-	MapState   *ms;
-	JsonbContainer *event;		/* the event being walked */
-	const char **path;
-	int			maxpath;
+	MapWalk    *walk;
+	JsonbContainer *value;		/* the value where an event belongs being fed */
 } JsonbWalk;
 
+/* A rejected event's excerpt: the value rendered by jsonb, cut to 1 kB. */
 static char *
 jsonb_excerpt(void *arg, int *len)
 {
 	JsonbWalk  *w = (JsonbWalk *) arg;
-	char	   *text = JsonbToCString(NULL, w->event, 1024);
+	char	   *text = JsonbToCString(NULL, w->value, 1024);
 
 	*len = (int) strlen(text);
 	return text;
 }
 
-/* A scalar as text, for leaves and excerpts. */
+/* A scalar's type and text. */
 static MapLeafType
 scalar_leaf(JsonbValue *v, const char **val, int *len)
 {
@@ -66,134 +65,99 @@ scalar_leaf(JsonbValue *v, const char **val, int *len)
 	}
 }
 
-/*
- * Walk one event object; false when it nests too deep (the request is
- * then bad).  base_depth is the nesting around the event (1 inside an array).
- */
-static bool
-walk_event(JsonbWalk *w, JsonbContainer *event, int index, int base_depth)
+static void
+feed_scalar(JsonbWalk *w, JsonbValue *v)
 {
-	MapState   *ms = w->ms;
-	JsonbIterator *it;
+	const char *text;
+	int			len;
+	MapLeafType type;
+
+	if (!map_walk_wants_scalar(w->walk))
+		return;
+	type = scalar_leaf(v, &text, &len);
+	(void) map_walk_scalar(w->walk, type, text, len);
+}
+
+/*
+ * An event begins: a log event's "fields" travels as JSON text, rendered
+ * here from the object jsonb keeps (the last of duplicate keys).
+ */
+static void
+event_fields(JsonbWalk *w)
+{
+	JsonbValue	key;
+	JsonbValue *fields;
+
+	key.type = jbvString;
+	key.val.string.val = "fields";
+	key.val.string.len = 6;
+	fields = findJsonbValueFromContainer(w->value, JB_FOBJECT, &key);
+	if (fields != NULL && fields->type == jbvBinary &&
+		JsonContainerIsObject(fields->val.binary.data))
+	{
+		char	   *json = JsonbToCString(NULL, fields->val.binary.data,
+										  fields->val.binary.len);
+
+		map_walk_fields_text(w->walk, json, (int) strlen(json));
+	}
+}
+
+/* Every token of a container where an event belongs, in document order. */
+static void
+feed_value(JsonbWalk *w, JsonbContainer *value)
+{
+	JsonbIterator *it = JsonbIteratorInit(value);
 	JsonbValue	v;
 	JsonbIteratorToken tok;
-	int			depth = base_depth;
-	int			obj_level = 0;
-	int			arrays_open = 0;
 
-	w->event = event;
-	map_event_begin(ms);
-	it = JsonbIteratorInit(event);
+	w->value = value;
 	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
 	{
 		switch (tok)
 		{
 			case WJB_BEGIN_OBJECT:
-			case WJB_BEGIN_ARRAY:
-				if (++depth > ms->opts->max_depth)
-				{
-					char	   *msg = psprintf("JSON nesting is deeper than %d levels",
-											   ms->opts->max_depth);
-
-					map_bad_request(ms, msg);
-					return false;
-				}
-				if (tok == WJB_BEGIN_ARRAY)
-				{
-					if (arrays_open == 0 && obj_level >= 1 && obj_level <= 2)
-						map_add_leaf(ms, w->path, obj_level, LEAF_ARRAY, NULL, 0);
-					arrays_open++;
-					break;
-				}
-				if (arrays_open > 0)
-					break;
-				if (obj_level >= 1 && obj_level <= 2)
-					map_add_leaf(ms, w->path, obj_level, LEAF_OBJECT, NULL, 0);
-				obj_level++;
-				if (obj_level > w->maxpath)
-				{
-					w->maxpath *= 2;
-					w->path = repalloc(w->path, sizeof(char *) * w->maxpath);
-				}
+				if (map_walk_object_begin(w->walk))
+					event_fields(w);
 				break;
 			case WJB_END_OBJECT:
-				depth--;
-				if (arrays_open == 0)
-					obj_level--;
+				map_walk_object_end(w->walk);
+				break;
+			case WJB_BEGIN_ARRAY:
+				(void) map_walk_array_begin(w->walk);
 				break;
 			case WJB_END_ARRAY:
-				depth--;
-				arrays_open--;
+				map_walk_array_end(w->walk);
 				break;
 			case WJB_KEY:
-				if (arrays_open == 0)
-					w->path[obj_level - 1] = pnstrdup(v.val.string.val,
-													  v.val.string.len);
+				if (map_walk_keeps_keys(w->walk))
+					(void) map_walk_key(w->walk, pnstrdup(v.val.string.val,
+														  v.val.string.len));
 				break;
 			case WJB_VALUE:
-				if (arrays_open == 0)
-				{
-					const char *val;
-					int			len;
-					MapLeafType type = scalar_leaf(&v, &val, &len);
-
-					map_add_leaf(ms, w->path, obj_level, type, val, len);
-				}
+			case WJB_ELEM:
+				feed_scalar(w, &v);
 				break;
 			default:
-				/* array elements are ignored */
 				break;
 		}
+		if (map_walk_stopped(w->walk))
+			return;
 	}
-
-	/* a log event's "fields" object travels as JSON text */
-	{
-		JsonbValue	key;
-		JsonbValue *fields;
-
-		key.type = jbvString;
-		key.val.string.val = "fields";
-		key.val.string.len = 6;
-		fields = findJsonbValueFromContainer(event, JB_FOBJECT, &key);
-		if (fields != NULL && fields->type == jbvBinary &&
-			JsonContainerIsObject(fields->val.binary.data))
-		{
-			ms->fields_json = JsonbToCString(NULL, fields->val.binary.data,
-											 fields->val.binary.len);
-			ms->fields_len = (int) strlen(ms->fields_json);
-		}
-	}
-
-	map_event_end(ms, index, NULL, 0);
-	return true;
-}
-
-/* An element where an event should be but that is no object. */
-static void
-not_object(JsonbWalk *w, JsonbValue *v, int index)
-{
-	const char *text;
-	int			len;
-
-	if (v->type == jbvBinary)
-		text = JsonbToCString(NULL, v->val.binary.data, 1024);
-	else
-		(void) scalar_leaf(v, &text, &len);
-	map_event_not_object(w->ms, index, text, (int) strlen(text));
 }
 
 void
 map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result)
 {
 	MapState	ms;
+	MapWalk		walk;
 	JsonbWalk	w;
 	JsonbContainer *root = &payload->root;
 
 	map_state_init(&ms, opts, result);
+	map_walk_init(&walk, &ms);
+	map_walk_document(&walk, true, 0);
 	memset(&w, 0, sizeof(w));
-	w.ms = &ms;
-	w.maxpath = 16;
-	w.path = palloc(sizeof(char *) * w.maxpath);
+	w.walk = &walk;
 	ms.excerpt_fn = jsonb_excerpt;
 	ms.excerpt_arg = &w;
 
@@ -202,37 +166,33 @@ map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result)
 		JsonbValue	v;
 
 		if (JsonbExtractScalar(root, &v))
-			not_object(&w, &v, 0);
+			feed_scalar(&w, &v);
 		return;
 	}
 	if (JB_ROOT_IS_OBJECT(payload))
 	{
-		walk_event(&w, root, 0, 0);
+		feed_value(&w, root);
 		return;
 	}
 
-	/* an array of events */
+	/* an array: each element is fed on its own, for its excerpt */
 	{
 		JsonbIterator *it = JsonbIteratorInit(root);
 		JsonbValue	v;
 		JsonbIteratorToken tok;
-		int			index = 0;
 
 		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 		{
-			if (result->status != MAP_OK)
-				break;			/* refused by a cap: read no further */
-			if (tok != WJB_ELEM)
-				continue;
-			if (v.type == jbvBinary &&
-				JsonContainerIsObject(v.val.binary.data))
-			{
-				if (!walk_event(&w, v.val.binary.data, index, 1))
-					return;
-			}
-			else
-				not_object(&w, &v, index);
-			index++;
+			if (tok == WJB_BEGIN_ARRAY)
+				(void) map_walk_array_begin(&walk);
+			else if (tok == WJB_END_ARRAY)
+				map_walk_array_end(&walk);
+			else if (tok == WJB_ELEM && v.type == jbvBinary)
+				feed_value(&w, v.val.binary.data);
+			else if (tok == WJB_ELEM)
+				feed_scalar(&w, &v);
+			if (map_walk_stopped(&walk))
+				break;			/* refused: read no further */
 		}
 	}
 }

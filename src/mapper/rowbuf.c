@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * rowbuf.c
- *	  Encoding and decoding of row batches (see rowbuf.h).
+ *	  Encoding and decoding of request rows (see rowbuf.h).
  *
  * Hand-written because it is our own wire format between processes; it is
  * a length-prefixed record list, nothing a library would give us.
@@ -60,7 +60,7 @@ rowbuf_reader_init(RowReader *reader, const char *data, Size len)
 }
 
 /*
- * Returns false at the end of the batch.  Batches are produced by our own
+ * Returns false at the end of the rows.  They are produced by our own
  * mapper, so a malformed record is a bug: we stop rather than read past it.
  */
 bool
@@ -95,7 +95,7 @@ rowbuf_next(RowReader *reader, RowView *row)
 /*
  * Append to out the records of data whose kind is (or, with !matching, is
  * not) kind, unchanged; returns how many.  The flusher splits a request's
- * batch this way: its intents apart from its telemetry.
+ * rows this way: its intents apart from its telemetry.
  */
 int
 rowbuf_copy_kind(StringInfo out, const char *data, Size len, RowKind kind,

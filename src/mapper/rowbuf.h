@@ -1,13 +1,15 @@
 /*-------------------------------------------------------------------------
  * rowbuf.h
- *	  The row batch: the flat byte format in which validated rows travel
- *	  from the event mapper through the shared-memory buffer to the writer.
+ *	  Request rows: the flat byte format in which the validated rows of
+ *	  one request travel from the event mapper through the shared-memory
+ *	  buffer to the writer.
  *
  * A *row* is one record of this format and becomes one table row (or one
  * vendor-profile upsert).  Records are self-describing and MAXALIGNed so a
- * batch can be copied into shared memory, concatenated with other batches
- * and read back without any pointer fix-up.  This file compiles in the
- * backend and in frontend programs (the fuzz harness).
+ * request's rows can be copied into shared memory, concatenated with the
+ * rows of other requests (a flush's *batch*) and read back without any
+ * pointer fix-up.  This file compiles in the backend and in frontend
+ * programs (the fuzz harness).
  *-------------------------------------------------------------------------
  */
 #ifndef MACHPAY_ROWBUF_H
@@ -95,7 +97,7 @@ typedef struct RowHeader
 	int32		event_index;	/* the event's index in its request */
 } RowHeader;
 
-/* A record as read back: pointers into the batch, valid while it lives. */
+/* A record as read back: pointers into the rows read, valid while they live. */
 typedef struct RowView
 {
 	RowKind		kind;
