@@ -39,8 +39,7 @@ static NetLimits fuzz_limits = {
 	.h2_max_streams = 8,
 	.h2_max_resets = 16,
 	.h2_max_control = 64,
-	.max_output = 32768,
-	.max_drain = 65536
+	.max_output = 32768
 };
 
 static int	mood;

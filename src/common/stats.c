@@ -61,6 +61,7 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_HTTP_REQUESTS_403] = "http_requests_403",
 	[STAT_HTTP_REQUESTS_404] = "http_requests_404",
 	[STAT_HTTP_REQUESTS_405] = "http_requests_405",
+	[STAT_HTTP_REQUESTS_408] = "http_requests_408",
 	[STAT_HTTP_REQUESTS_411] = "http_requests_411",
 	[STAT_HTTP_REQUESTS_413] = "http_requests_413",
 	[STAT_HTTP_REQUESTS_415] = "http_requests_415",

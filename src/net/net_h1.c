@@ -6,7 +6,8 @@
  * The parser pauses at the end of each head; the handler then decides with
  * no body byte read.  A refused request with a small declared body keeps
  * its connection: the answer goes out at once and the body is read and
- * dropped.  A refused chunked or large body, a request smuggling attempt
+ * dropped; so does one that waits for 100 Continue and sent no body byte
+ * (no 100 goes out; see skip_refused_body).  A refused chunked or large body, a request smuggling attempt
  * (Content-Length with Transfer-Encoding) and every protocol error close
  * the connection after the answer.  Later pipelined requests wait in the
  * input buffer until the current one is answered, so answers keep their
@@ -28,7 +29,9 @@ typedef struct H1State
 	NetRequest *req;			/* the request being read or answered */
 	size_t		head_bytes;
 	bool		keep_alive;
-	bool		expect_continue;
+	bool		head_bytes_seen;	/* a byte of the next request arrived */
+	bool		expect_continue;	/* the client waits for 100 to send its body */
+	int64_t		skip_body;		/* body of a refused Expect request, not sent */
 	bool		discarding;		/* answered: its body is read and dropped */
 	bool		body_done;		/* the parser saw the end of the message */
 	int			error_status;	/* set by a callback: answer this and close */
@@ -173,6 +176,7 @@ drop_request(H1State *st)
 
 	st->req = NULL;
 	st->head_bytes = 0;
+	st->head_bytes_seen = false;
 	st->discarding = false;
 	st->body_done = false;
 	st->expect_continue = false;
@@ -227,6 +231,79 @@ answer_error(H1State *st)
 	st->conn->closing = true;
 }
 
+/*
+ * The head did not arrive within header_timeout, or the body stalled for
+ * idle_timeout: 408 (JSON, like every answer) and close, once a byte of a
+ * request came.  A connection that sent nothing of one is just closed.
+ */
+void
+net_h1_timeout(NetConn *conn)
+{
+	H1State    *st = conn->proto_state;
+	int			state = st && st->req ? st->req->state : NET_REQ_HEADERS;
+
+	if (st == NULL || (st->req == NULL && !st->head_bytes_seen) ||
+		(state != NET_REQ_HEADERS && state != NET_REQ_BODY))
+	{
+		net_conn_abort(conn);
+		return;
+	}
+	if (state == NET_REQ_BODY)
+		set_error(st, 408, "request_timeout", "the request body stalled");
+	else
+		set_error(st, 408, "request_timeout",
+				  "the request head did not arrive within machpay.http_header_timeout");
+	answer_error(st);
+}
+
+/*
+ * After a refused request with Expect: 100-continue whose body had not
+ * come: the next bytes are the next request (a method and a space), or the
+ * body after all (a client that stopped waiting for 100 before our answer
+ * came): a small one is dropped, a large one closes the connection.
+ * Returns false when nothing is left to parse now.
+ */
+static bool
+skip_refused_body(NetConn *conn, H1State *st)
+{
+	const char *in;
+	size_t		avail;
+	size_t		i = 0;
+	size_t		n;
+
+	/* the refused head's last line end, or empty lines */
+	while (conn->in_off < conn->in_len &&
+		   (conn->in[conn->in_off] == '\r' || conn->in[conn->in_off] == '\n'))
+		conn->in_off++;
+	in = conn->in + conn->in_off;
+	avail = conn->in_len - conn->in_off;
+	if (avail == 0)
+	{
+		conn->in_off = conn->in_len = 0;
+		return false;
+	}
+	while (i < avail && i < 16 && in[i] >= 'A' && in[i] <= 'Z')
+		i++;
+	if (i == avail && i < 16)
+		return false;			/* too early to tell */
+	if (i > 0 && i < avail && in[i] == ' ')
+	{
+		st->skip_body = 0;
+		return true;
+	}
+	if (st->skip_body > H1_DISCARD_MAX)
+	{
+		conn->closing = true;
+		return false;
+	}
+	n = Min(avail, (size_t) st->skip_body);
+	conn->in_off += n;
+	st->skip_body -= n;
+	if (conn->in_off == conn->in_len)
+		conn->in_off = conn->in_len = 0;
+	return conn->in_len > conn->in_off;
+}
+
 /* Feeds buffered input to the parser; false when it must stop here. */
 static bool
 parse_more(NetConn *conn, H1State *st)
@@ -236,8 +313,13 @@ parse_more(NetConn *conn, H1State *st)
 
 	if (conn->in_len == conn->in_off)
 		return false;
+	if (st->skip_body > 0 && st->req == NULL && !skip_refused_body(conn, st))
+		return false;
 	if (st->req == NULL && conn->head_started_ms == 0)
 		conn->head_started_ms = net_now_ms();
+	/* the empty lines a client may send between requests are no request */
+	for (size_t i = conn->in_off; !st->head_bytes_seen && i < conn->in_len; i++)
+		st->head_bytes_seen = conn->in[i] != '\r' && conn->in[i] != '\n';
 	used = h1_parser_feed(st->parser, conn->in + conn->in_off,
 						  conn->in_len - conn->in_off, &failed);
 	conn->in_off += used;
@@ -379,6 +461,21 @@ write_head(NetConn *conn, NetRequest *req, int status, const char *const *header
 	(void) net_conn_write(conn, "\r\n", 2);
 }
 
+/*
+ * Whether a body byte follows the head in the input (the parser leaves the
+ * head's last line feed unused when it pauses there).
+ */
+static bool
+body_byte_came(NetConn *conn)
+{
+	for (size_t i = conn->in_off; i < conn->in_len; i++)
+	{
+		if (conn->in[i] != '\r' && conn->in[i] != '\n')
+			return true;
+	}
+	return false;
+}
+
 void
 net_h1_respond(NetRequest *req, int status, const char *const *headers,
 			   const char *body, size_t len, bool stream)
@@ -387,13 +484,20 @@ net_h1_respond(NetRequest *req, int status, const char *const *headers,
 	H1State    *st = conn->proto_state;
 
 	/*
-	 * Answered before the body was read: a small declared body is dropped
-	 * as it comes and the connection stays; anything else closes it.
+	 * Answered before the body was read: a client that waits for 100 and
+	 * sent no body byte yet need not send it (no 100 goes out), and the
+	 * connection stays; otherwise a small declared body is dropped as it
+	 * comes and the connection stays; anything else closes it.
 	 */
 	if (req->state == NET_REQ_HANDLER && !st->body_done && req->body == NULL)
 	{
-		if (req->content_length < 0 || req->content_length > H1_DISCARD_MAX ||
-			st->expect_continue)
+		if (st->expect_continue && req->content_length >= 0 && !body_byte_came(conn))
+		{
+			st->skip_body = req->content_length;
+			st->body_done = true;
+			h1_parser_reset(st->parser);
+		}
+		else if (req->content_length < 0 || req->content_length > H1_DISCARD_MAX)
 			st->keep_alive = false;
 	}
 	else if (!st->body_done || req->body_status != NET_BODY_OK)

@@ -91,6 +91,7 @@ extern void net_h1_respond(NetRequest *req, int status, const char *const *heade
 						   const char *body, size_t len, bool stream);
 extern void net_h1_stream_write(NetRequest *req, const char *data, size_t len);
 extern void net_h1_read_body(NetRequest *req);
+extern void net_h1_timeout(NetConn *conn);
 
 /* net_h2.c: HTTP/2 connections */
 extern bool net_h2_start(NetConn *conn);
@@ -102,6 +103,7 @@ extern void net_h2_stream_write(NetRequest *req, const char *data, size_t len);
 extern void net_h2_read_body(NetRequest *req);
 extern void net_h2_reset(NetRequest *req);
 extern void net_h2_goaway(NetConn *conn);
+extern bool net_h2_timeouts(NetConn *conn, int64_t now);
 
 /* net_body.c: parts of a request, body bytes inflating gzip as they come */
 extern bool net_body_begin(NetRequest *req);

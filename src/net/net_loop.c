@@ -99,7 +99,6 @@ net_limits_from_settings(NetLimits *l)
 	l->h2_max_resets = machpay_http2_max_resets;
 	l->h2_max_control = machpay_http2_max_control_frames;
 	l->max_output = NET_MAX_OUTPUT;
-	l->max_drain = (size_t) machpay_max_body_size * 2;
 }
 
 /* TLS when both files are set. */
@@ -562,17 +561,24 @@ check_timeouts(int64_t now)
 	for (NetConn *c = conns; c; c = next)
 	{
 		bool		expired = false;
+		bool		answer = false;	/* HTTP/1.1: 408 if a request began */
 
 		next = c->next;
+		if (c->dead)
+			continue;
 		if (c->lingering)
 			expired = now - c->last_read_ms > NET_LINGER_MS;
 		else if (c->out_len > c->out_off)
 			expired = now - c->last_write_ms > limits.idle_timeout_ms;
 		else if (c->head_started_ms != 0 && !c->busy)
-			expired = now - c->head_started_ms > limits.header_timeout_ms;
+			expired = answer = now - c->head_started_ms > limits.header_timeout_ms;
+		else if (c->proto == NET_PROTO_H2 && net_h2_timeouts(c, now))
+			continue;			/* streams being read time out one by one */
 		else if (!c->busy)
-			expired = now - Max(c->last_read_ms, c->last_write_ms) > limits.idle_timeout_ms;
-		if (expired)
+			expired = answer = now - Max(c->last_read_ms, c->last_write_ms) > limits.idle_timeout_ms;
+		if (expired && answer && c->proto == NET_PROTO_H1)
+			net_h1_timeout(c);
+		else if (expired)
 			net_conn_abort(c);
 	}
 }
