@@ -136,6 +136,7 @@ extern void net_add_fd(int fd);
 extern void net_remove_fd(int fd);
 extern void net_run(void);
 extern void net_begin_drain(void);
+extern void net_count_closes(bool count);
 
 /* Wake reasons returned by net_wait. */
 #define NET_WAKE_LATCH		0x01

@@ -59,7 +59,7 @@ net_conn_write(NetConn *conn, const void *data, size_t len)
 		conn->out_off = conn->out_len = 0;
 	if (!net_buf_reserve(&conn->out, &conn->out_cap, conn->out_len, len))
 	{
-		net_conn_abort(conn);
+		net_conn_abort_for(conn, NET_CLOSE_ERROR);
 		return false;
 	}
 	memcpy(conn->out + conn->out_len, data, len);
@@ -190,6 +190,20 @@ net_conn_take_kicked(void)
 		c->next_kick = NULL;
 	}
 	return c;
+}
+
+void
+net_conn_close_cause(NetConn *conn, NetCloseCause cause)
+{
+	if (conn->close_cause == NET_CLOSE_UNSET)
+		conn->close_cause = cause;
+}
+
+void
+net_conn_abort_for(NetConn *conn, NetCloseCause cause)
+{
+	net_conn_close_cause(conn, cause);
+	net_conn_abort(conn);
 }
 
 /* Closes at the end of the turn without writing what is queued. */

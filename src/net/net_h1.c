@@ -205,12 +205,13 @@ net_h1_free(NetConn *conn)
 static void
 answer_error(H1State *st)
 {
+	net_conn_close_cause(st->conn, NET_CLOSE_PROTOCOL_ERROR);
 	if (st->req == NULL)
 	{
 		st->req = calloc(1, sizeof(NetRequest));
 		if (st->req == NULL)
 		{
-			net_conn_abort(st->conn);
+			net_conn_abort_for(st->conn, NET_CLOSE_ERROR);
 			return;
 		}
 		st->req->conn = st->conn;
@@ -218,7 +219,7 @@ answer_error(H1State *st)
 	}
 	if (st->req->path == NULL && !net_req_set_path(st->req, "", 0))
 	{
-		net_conn_abort(st->conn);
+		net_conn_abort_for(st->conn, NET_CLOSE_ERROR);
 		return;
 	}
 	st->keep_alive = false;
@@ -235,13 +236,18 @@ answer_error(H1State *st)
  * The head did not arrive within header_timeout, or the body stalled for
  * idle_timeout: 408 (JSON, like every answer) and close, once a byte of a
  * request came.  A connection that sent nothing of one is just closed.
+ * header_timer: the head's timer expired, else the idle one.
  */
 void
-net_h1_timeout(NetConn *conn)
+net_h1_timeout(NetConn *conn, bool header_timer)
 {
 	H1State    *st = conn->proto_state;
 	int			state = st && st->req ? st->req->state : NET_REQ_HEADERS;
 
+	if (state == NET_REQ_BODY)
+		net_conn_close_cause(conn, NET_CLOSE_BODY_TIMEOUT);
+	else
+		net_conn_close_cause(conn, header_timer ? NET_CLOSE_HEADER_TIMEOUT : NET_CLOSE_IDLE);
 	if (st == NULL || (st->req == NULL && !st->head_bytes_seen) ||
 		(state != NET_REQ_HEADERS && state != NET_REQ_BODY))
 	{
@@ -293,6 +299,7 @@ skip_refused_body(NetConn *conn, H1State *st)
 	}
 	if (st->skip_body > H1_DISCARD_MAX)
 	{
+		net_conn_close_cause(conn, NET_CLOSE_REFUSED_BODY);
 		conn->closing = true;
 		return false;
 	}
@@ -315,11 +322,11 @@ parse_more(NetConn *conn, H1State *st)
 		return false;
 	if (st->skip_body > 0 && st->req == NULL && !skip_refused_body(conn, st))
 		return false;
-	if (st->req == NULL && conn->head_started_ms == 0)
-		conn->head_started_ms = net_now_ms();
 	/* the empty lines a client may send between requests are no request */
 	for (size_t i = conn->in_off; !st->head_bytes_seen && i < conn->in_len; i++)
 		st->head_bytes_seen = conn->in[i] != '\r' && conn->in[i] != '\n';
+	if (st->req == NULL && conn->head_started_ms == 0 && st->head_bytes_seen)
+		conn->head_started_ms = net_now_ms();
 	used = h1_parser_feed(st->parser, conn->in + conn->in_off,
 						  conn->in_len - conn->in_off, &failed);
 	conn->in_off += used;
@@ -489,6 +496,13 @@ net_h1_respond(NetRequest *req, int status, const char *const *headers,
 	 * connection stays; otherwise a small declared body is dropped as it
 	 * comes and the connection stays; anything else closes it.
 	 */
+	if (!st->keep_alive)
+		net_conn_close_cause(conn, NET_CLOSE_CLIENT_ASKED);
+	if (conn->closing || net_is_draining())
+	{
+		st->keep_alive = false;
+		net_conn_close_cause(conn, NET_CLOSE_SHUTDOWN);
+	}
 	if (req->state == NET_REQ_HANDLER && !st->body_done && req->body == NULL)
 	{
 		if (st->expect_continue && req->content_length >= 0 && !body_byte_came(conn))
@@ -498,12 +512,17 @@ net_h1_respond(NetRequest *req, int status, const char *const *headers,
 			h1_parser_reset(st->parser);
 		}
 		else if (req->content_length < 0 || req->content_length > H1_DISCARD_MAX)
+		{
 			st->keep_alive = false;
+			net_conn_close_cause(conn, NET_CLOSE_REFUSED_BODY);
+		}
 	}
 	else if (!st->body_done || req->body_status != NET_BODY_OK)
+	{
 		st->keep_alive = false;
-	if (conn->closing || net_is_draining())
-		st->keep_alive = false;
+		net_conn_close_cause(conn, req->body_status == NET_BODY_OK ?
+							 NET_CLOSE_REFUSED_BODY : NET_CLOSE_PROTOCOL_ERROR);
+	}
 
 	write_head(conn, req, status, headers, len, stream, !st->keep_alive);
 	if (!req->head && !stream)

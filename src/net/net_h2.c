@@ -551,7 +551,7 @@ send_frames(NetConn *conn, H2State *st)
 
 		if (n < 0)
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_ERROR);
 			return;
 		}
 		if (n == 0)
@@ -657,6 +657,8 @@ net_h2_process(NetConn *conn)
 		feed(conn, st);
 	if (st->calm_code != 0)
 	{
+		net_conn_close_cause(conn, st->calm_code == NGHTTP2_ENHANCE_YOUR_CALM ?
+							 NET_CLOSE_ABUSE : NET_CLOSE_PROTOCOL_ERROR);
 		nghttp2_session_terminate_session(st->session, st->calm_code);
 		free_gone(st);
 		send_frames(conn, st);
@@ -671,7 +673,11 @@ net_h2_process(NetConn *conn)
 	conn->busy = notify_drained(conn, st);
 	if (!nghttp2_session_want_read(st->session) &&
 		!nghttp2_session_want_write(st->session))
+	{
+		/* GOAWAY both ways: ours (draining) or the client's */
+		net_conn_close_cause(conn, net_is_draining() ? NET_CLOSE_SHUTDOWN : NET_CLOSE_PEER);
 		conn->closing = true;
+	}
 }
 
 void

@@ -24,6 +24,29 @@ typedef enum NetProto
 	NET_PROTO_H2
 } NetProto;
 
+/*
+ * Why the server closed a connection (counted per cause in /metrics): the
+ * first reason given wins.
+ */
+typedef enum NetCloseCause
+{
+	NET_CLOSE_UNSET,
+	NET_CLOSE_PEER,				/* the client closed or reset it */
+	NET_CLOSE_CLIENT_ASKED,		/* Connection: close, HTTP/1.0 */
+	NET_CLOSE_IDLE,				/* no request for idle_timeout */
+	NET_CLOSE_HEADER_TIMEOUT,	/* head not in within header_timeout */
+	NET_CLOSE_BODY_TIMEOUT,		/* body upload stalled */
+	NET_CLOSE_WRITE_STALL,		/* the client read nothing for idle_timeout */
+	NET_CLOSE_REFUSED_BODY,		/* answered before a body it will not read */
+	NET_CLOSE_PROTOCOL_ERROR,	/* malformed request or frames */
+	NET_CLOSE_ABUSE,			/* an HTTP/2 abuse limit */
+	NET_CLOSE_TLS,				/* TLS handshake failed */
+	NET_CLOSE_ERROR,			/* out of memory, library failure */
+	NET_CLOSE_SHUTDOWN,			/* the worker drains */
+	NET_CLOSE_CONNECTION_LIMIT, /* http_max_connections reached */
+	NET_CLOSE_CAUSES
+} NetCloseCause;
+
 /* Request states */
 #define NET_REQ_HEADERS		0	/* head being read */
 #define NET_REQ_DECIDING	1	/* head complete, handler not run yet */
@@ -53,6 +76,7 @@ struct NetConn
 	bool		dead;			/* closed: freed at the end of the turn */
 	bool		peer_eof;
 	bool		lingering;		/* sending side shut, reading to drop */
+	NetCloseCause close_cause;
 	size_t		linger_bytes;
 	uint32_t	watched;		/* epoll events registered */
 	bool		kicked;			/* on the kick list */
@@ -78,6 +102,9 @@ extern int	net_conn_handshake(NetConn *conn);
 extern void net_conn_kick(NetConn *conn);
 extern NetConn *net_conn_take_kicked(void);
 extern void net_conn_abort(NetConn *conn);
+extern void net_conn_close_cause(NetConn *conn, NetCloseCause cause);
+extern void net_conn_abort_for(NetConn *conn, NetCloseCause cause);
+extern void net_count_close(NetCloseCause cause);
 
 /* net_tls.c */
 extern SSL_CTX *net_tls_make_ctx(const char *cert_file, const char *key_file);
@@ -91,7 +118,7 @@ extern void net_h1_respond(NetRequest *req, int status, const char *const *heade
 						   const char *body, size_t len, bool stream);
 extern void net_h1_stream_write(NetRequest *req, const char *data, size_t len);
 extern void net_h1_read_body(NetRequest *req);
-extern void net_h1_timeout(NetConn *conn);
+extern void net_h1_timeout(NetConn *conn, bool header_timer);
 
 /* net_h2.c: HTTP/2 connections */
 extern bool net_h2_start(NetConn *conn);

@@ -12,8 +12,10 @@
  *
  * Timeouts, checked a few times a second: a request head must arrive
  * within header_timeout (slowloris), a connection with no request in
- * progress is closed after idle_timeout, as is one whose reads or writes
- * stalled that long with a request in progress (a zero-window reader).
+ * progress is closed after idle_timeout (unless a request just reached its
+ * socket), as is one whose writes stalled that long (a zero-window
+ * reader); a body upload that stalls that long is answered 408.  Every
+ * close is counted by its cause (NetCloseCause) in /metrics.
  * A connection closed after an answer first shuts down its sending side
  * and reads what the client still sends for a moment (lingering close),
  * so that the answer is not destroyed by a reset.
@@ -37,6 +39,7 @@
 #include "utils/varlena.h"
 
 #include "common/machpay.h"
+#include "common/stats.h"
 #include "net/net_int.h"
 
 #define NET_MAX_LISTENERS	16
@@ -68,6 +71,7 @@ static bool draining = false;
 static int64_t last_timer_ms = 0;
 static int	other_fd = -1;		/* one more descriptor the owner watches */
 static int	fd_limit = 1024;
+static bool counting_closes = false;
 
 /* Idle connections hold file descriptors: allow as many as the hard limit. */
 static int
@@ -305,9 +309,41 @@ update_watch(NetConn *conn)
 	}
 }
 
+/* The ingest workers count closes by cause; the relay does not. */
+void
+net_count_closes(bool count)
+{
+	counting_closes = count;
+}
+
+void
+net_count_close(NetCloseCause cause)
+{
+	static const StatCounter counters[NET_CLOSE_CAUSES] = {
+		[NET_CLOSE_UNSET] = STAT_HTTP_CLOSES_OTHER,
+		[NET_CLOSE_PEER] = STAT_HTTP_CLOSES_PEER,
+		[NET_CLOSE_CLIENT_ASKED] = STAT_HTTP_CLOSES_CLIENT_ASKED,
+		[NET_CLOSE_IDLE] = STAT_HTTP_CLOSES_IDLE,
+		[NET_CLOSE_HEADER_TIMEOUT] = STAT_HTTP_CLOSES_HEADER_TIMEOUT,
+		[NET_CLOSE_BODY_TIMEOUT] = STAT_HTTP_CLOSES_BODY_TIMEOUT,
+		[NET_CLOSE_WRITE_STALL] = STAT_HTTP_CLOSES_WRITE_STALL,
+		[NET_CLOSE_REFUSED_BODY] = STAT_HTTP_CLOSES_REFUSED_BODY,
+		[NET_CLOSE_PROTOCOL_ERROR] = STAT_HTTP_CLOSES_PROTOCOL_ERROR,
+		[NET_CLOSE_ABUSE] = STAT_HTTP_CLOSES_ABUSE,
+		[NET_CLOSE_TLS] = STAT_HTTP_CLOSES_TLS,
+		[NET_CLOSE_ERROR] = STAT_HTTP_CLOSES_ERROR,
+		[NET_CLOSE_SHUTDOWN] = STAT_HTTP_CLOSES_SHUTDOWN,
+		[NET_CLOSE_CONNECTION_LIMIT] = STAT_HTTP_CLOSES_CONNECTION_LIMIT,
+	};
+
+	if (counting_closes && cause >= 0 && cause < NET_CLOSE_CAUSES)
+		stats_add(counters[cause], 1);
+}
+
 static void
 conn_free(NetConn *conn)
 {
+	net_count_close(conn->close_cause);
 	if (conn->proto == NET_PROTO_H1)
 		net_h1_free(conn);
 	else if (conn->proto == NET_PROTO_H2)
@@ -341,6 +377,7 @@ accept_batch(int lfd)
 			return;
 		if (draining || nconns >= limits.max_connections)
 		{
+			net_count_close(draining ? NET_CLOSE_SHUTDOWN : NET_CLOSE_CONNECTION_LIMIT);
 			close(fd);
 			continue;
 		}
@@ -421,7 +458,7 @@ linger_read(NetConn *conn)
 
 		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_PEER);
 			return;
 		}
 		if (r < 0)
@@ -429,7 +466,7 @@ linger_read(NetConn *conn)
 		conn->linger_bytes += r;
 		if (conn->linger_bytes > NET_LINGER_MAX_BYTES)
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_REFUSED_BODY);
 			return;
 		}
 	}
@@ -453,7 +490,7 @@ conn_read(NetConn *conn)
 		int			r = net_conn_handshake(conn);
 
 		if (r < 0)
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_TLS);
 		if (r <= 0)
 			return;
 	}
@@ -471,7 +508,7 @@ conn_read(NetConn *conn)
 
 		if (!net_buf_reserve(&conn->in, &conn->in_cap, conn->in_len, NET_READ_CHUNK))
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_ERROR);
 			return;
 		}
 		r = net_conn_read(conn, conn->in + conn->in_len, conn->in_cap - conn->in_len);
@@ -480,6 +517,7 @@ conn_read(NetConn *conn)
 		if (r <= 0)
 		{
 			conn->peer_eof = true;
+			net_conn_close_cause(conn, NET_CLOSE_PEER);
 			/* nothing more to read: close unless an HTTP/1.1 answer is owed */
 			if (r < 0 || !conn->busy || conn->proto != NET_PROTO_H1)
 				net_conn_abort(conn);
@@ -495,7 +533,7 @@ conn_read(NetConn *conn)
 			short_read = true;
 		if (conn->proto == NET_PROTO_UNKNOWN && !pick_protocol(conn))
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_ERROR);
 			return;
 		}
 		if (conn->proto == NET_PROTO_H2)
@@ -516,7 +554,7 @@ conn_finish_turn(NetConn *conn)
 
 		proto_process(conn);
 		if (net_conn_flush(conn) < 0)
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_PEER);	/* reset by the client */
 		/* drained: a streaming answer or a waiting pipeline may go on */
 		else if (!(conn->out_len == 0 && before > 0))
 			break;
@@ -533,7 +571,7 @@ conn_finish_turn(NetConn *conn)
 		conn->out_len == conn->out_off)
 	{
 		if (conn->peer_eof)
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_PEER);
 		else
 		{
 			/* answer written: stop sending, drop what still comes */
@@ -553,6 +591,18 @@ conn_finish_turn(NetConn *conn)
 		update_watch(conn);
 }
 
+/*
+ * A request that reached the socket since the last read: an idle
+ * connection is not closed under it (the client would lose it to a reset).
+ */
+static bool
+request_arriving(NetConn *conn)
+{
+	char		b;
+
+	return recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 static void
 check_timeouts(int64_t now)
 {
@@ -562,6 +612,7 @@ check_timeouts(int64_t now)
 	{
 		bool		expired = false;
 		bool		answer = false;	/* HTTP/1.1: 408 if a request began */
+		NetCloseCause cause = NET_CLOSE_IDLE;
 
 		next = c->next;
 		if (c->dead)
@@ -569,17 +620,24 @@ check_timeouts(int64_t now)
 		if (c->lingering)
 			expired = now - c->last_read_ms > NET_LINGER_MS;
 		else if (c->out_len > c->out_off)
+		{
 			expired = now - c->last_write_ms > limits.idle_timeout_ms;
+			cause = NET_CLOSE_WRITE_STALL;
+		}
 		else if (c->head_started_ms != 0 && !c->busy)
+		{
 			expired = answer = now - c->head_started_ms > limits.header_timeout_ms;
+			cause = NET_CLOSE_HEADER_TIMEOUT;
+		}
 		else if (c->proto == NET_PROTO_H2 && net_h2_timeouts(c, now))
 			continue;			/* streams being read time out one by one */
 		else if (!c->busy)
-			expired = answer = now - Max(c->last_read_ms, c->last_write_ms) > limits.idle_timeout_ms;
+			expired = answer = now - Max(c->last_read_ms, c->last_write_ms) > limits.idle_timeout_ms &&
+				!request_arriving(c);
 		if (expired && answer && c->proto == NET_PROTO_H1)
-			net_h1_timeout(c);
+			net_h1_timeout(c, cause == NET_CLOSE_HEADER_TIMEOUT);
 		else if (expired)
-			net_conn_abort(c);
+			net_conn_abort_for(c, cause);
 	}
 }
 
@@ -636,7 +694,7 @@ net_run(void)
 			conn_read(conn);
 		if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && !conn->lingering &&
 			(conn->closing || conn->peer_eof))
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_PEER);
 		net_conn_kick(conn);
 	}
 	while ((conn = net_conn_take_kicked()) != NULL)

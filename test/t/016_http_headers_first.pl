@@ -364,5 +364,16 @@ $m = http_req($port, path => '/metrics')->{body};
 my ($n408) = $m =~ /^machpay_http_requests_total\{status="408"\} (\d+)/m;
 cmp_ok($n408 // 0, '>=', 3, '408 counted in /metrics');
 
+# Every close of the server counted by its cause.
+my %closed = $m =~ /^machpay_http_connections_closed_total\{cause="(\w+)"\} (\d+)/mg;
+diag(join(', ', map { "$_ $closed{$_}" } sort keys %closed));
+cmp_ok($closed{header_timeout} // 0, '>=', 3, 'closes by header timeout counted (two 408, one silent)');
+cmp_ok($closed{idle_timeout} // 0, '>=', 1, 'closes by idle timeout counted');
+cmp_ok($closed{body_timeout} // 0, '>=', 1, 'closes by a stalled body counted');
+cmp_ok($closed{refused_body} // 0, '>=', 8, 'closes after a refusal before a large body counted');
+cmp_ok($closed{protocol_error} // 0, '>=', 2, 'closes after a protocol error counted (smuggling, chunking)');
+cmp_ok($closed{peer} // 0, '>=', 1, 'closes by the client counted');
+is($closed{other} // -1, 0, 'no close without a cause');
+
 $node->stop;
 done_testing();
