@@ -10,7 +10,9 @@
 # Runs alternate protocols REPEAT times, so a busy neighbour spreads over
 # both.
 # Usage: bench/refusal_cost.sh [RATE=5000] [SECONDS=10] [REPEAT=3] [PROTOS="h1 h2"] [BODY_KB=30]
-#   env: WARMUP (2 s), CONNS (64, HTTP/1.1), H2_CONNS (8), WORKERS, BUFFER, BATCH.
+#   env: WARMUP (2 s), CONNS (64, HTTP/1.1), H2_CONNS (8), WORKERS, BUFFER, BATCH;
+#        PERF=1: perf record -g of the ingest worker in the first run of
+#        each protocol, top symbols printed ($out/perf_<proto>.data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-5000}
@@ -42,7 +44,12 @@ for i in $(seq 1 "$repeat"); do
     pid=$!
     sleep "$WARMUP"
     t0=$(now_us); cpu_snapshot > "$out/cpu.a"
-    sleep "$secs"
+    if [ "${PERF:-0}" = 1 ] && [ "$i" = 1 ]; then
+      perf record -q -g -o "$out/perf_$proto.data" \
+        -p "$(pg_procs | awk '$2 == "ingest" { print $1; exit }')" -- sleep "$secs" 2>/dev/null
+    else
+      sleep "$secs"
+    fi
     t1=$(now_us); cpu_snapshot > "$out/cpu.b"
     wait "$pid" || true
     read -r ci _ _ _ <<< "$(cpu_diff "$out/cpu.a" "$out/cpu.b")"
@@ -55,4 +62,11 @@ for i in $(seq 1 "$repeat"); do
   done
 done
 echo "# us/request = ingest worker CPU (utime + stime, /proc/<pid>/stat) / requests due in the window; not_401 = those not answered 401 (0 = connection lost, -1 = never sent)."
-awk '/closed_total/ && $NF > 0' <(curl -s "http://127.0.0.1:$BENCH_HTTP_PORT/metrics") | sed 's/^/# /'
+if [ "${PERF:-0}" = 1 ]; then
+  for proto in $protos; do
+    echo "# perf, ingest worker, $proto (self time):"
+    perf report -q -i "$out/perf_$proto.data" --no-children --percent-limit 1.5 --stdio -g none 2>/dev/null |
+      sed 's/^/#   /' | head -40
+  done
+fi
+awk '/^machpay_http_connections_closed_total/ && $NF > 0' <(curl -s "http://127.0.0.1:$BENCH_HTTP_PORT/metrics") | sed 's/^/# /'

@@ -118,6 +118,7 @@ typedef struct NetLimits
 	int			h2_max_streams;
 	int			h2_max_resets;	/* streams reset by the client per connection */
 	int			h2_max_control;	/* SETTINGS/PING/WINDOW_UPDATE/PRIORITY per connection */
+	int			h2_preread;		/* stream window before the decision */
 	size_t		max_output;		/* unsent bytes per connection */
 } NetLimits;
 

@@ -145,6 +145,24 @@ net_conn_read(NetConn *conn, char *buf, size_t cap)
 	return r;
 }
 
+/*
+ * Reads and drops up to len bytes, like net_conn_read.  A plain TCP socket
+ * drops them in the kernel without copying (MSG_TRUNC).
+ */
+ssize_t
+net_conn_discard(NetConn *conn, size_t len)
+{
+	static char scratch[16384];
+	ssize_t		r;
+
+	if (conn->ssl)
+		return net_conn_read(conn, scratch, Min(len, sizeof(scratch)));
+	r = recv(conn->fd, NULL, Min(len, (size_t) INT_MAX), MSG_TRUNC | MSG_DONTWAIT);
+	if (r < 0)
+		return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -2 : -1;
+	return r;
+}
+
 /* Advances the TLS handshake: 1 done, 0 in progress, -1 failed. */
 int
 net_conn_handshake(NetConn *conn)

@@ -33,6 +33,8 @@ typedef struct H1State
 	bool		expect_continue;	/* the client waits for 100 to send its body */
 	int64_t		skip_body;		/* body of a refused Expect request, not sent */
 	bool		discarding;		/* answered: its body is read and dropped */
+	int64_t		drop_left;		/* refused body bytes to drop before the next
+								 * request (unread where the socket allows) */
 	bool		body_done;		/* the parser saw the end of the message */
 	int			error_status;	/* set by a callback: answer this and close */
 	const char *error_code;
@@ -318,6 +320,17 @@ parse_more(NetConn *conn, H1State *st)
 	bool		failed;
 	size_t		used;
 
+	if (st->drop_left > 0 && st->req == NULL)
+	{
+		size_t		n = Min(conn->in_len - conn->in_off, (size_t) st->drop_left);
+
+		conn->in_off += n;
+		st->drop_left -= n;
+		if (conn->in_off == conn->in_len)
+			conn->in_off = conn->in_len = 0;
+		if (st->drop_left > 0)
+			return false;
+	}
 	if (conn->in_len == conn->in_off)
 		return false;
 	if (st->skip_body > 0 && st->req == NULL && !skip_refused_body(conn, st))
@@ -402,9 +415,23 @@ net_h1_process(NetConn *conn)
 				conn->closing = true;
 				break;
 			}
+			if (!st->body_done && !st->discarding &&
+				(st->drop_left = h1_parser_body_left(st->parser)) >= 0)
+			{
+				/*
+				 * Answered before its body: the rest is dropped as a count
+				 * of bytes (net_h1_drop_left), the parser starts afresh
+				 * after it.  The head's last line feed, left by the
+				 * parser's pause, is no body byte.
+				 */
+				if (conn->in_off < conn->in_len && conn->in[conn->in_off] == '\n')
+					conn->in_off++;
+				h1_parser_reset(st->parser);
+				st->body_done = true;
+			}
 			if (!st->body_done)
 			{
-				/* answered before its body: read and drop the rest */
+				/* answered before a chunked body: read and drop the rest */
 				st->discarding = true;
 				if (!parse_more(conn, st))
 					break;
@@ -421,6 +448,37 @@ net_h1_process(NetConn *conn)
 		if (!parse_more(conn, st))
 			break;
 	}
+}
+
+/*
+ * The loop's side of a refused body being dropped: how many bytes are left
+ * (it drops them unread from the socket once the input buffer is empty),
+ * and whether the connection waits for the head of its next request, which
+ * the loop reads in a small first piece so that the body of a request
+ * refused at its head mostly stays in the socket, to be dropped unread.
+ */
+size_t
+net_h1_drop_left(NetConn *conn)
+{
+	H1State    *st = conn->proto_state;
+
+	return st->req == NULL && st->drop_left > 0 ? (size_t) st->drop_left : 0;
+}
+
+void
+net_h1_dropped(NetConn *conn, size_t n)
+{
+	H1State    *st = conn->proto_state;
+
+	st->drop_left -= Min((int64_t) n, st->drop_left);
+}
+
+bool
+net_h1_between_requests(NetConn *conn)
+{
+	H1State    *st = conn->proto_state;
+
+	return st->req == NULL && st->drop_left == 0 && st->skip_body == 0;
 }
 
 /* The handler wants the body: read it (100 Continue if the client waits). */

@@ -4,9 +4,11 @@
  *	  loop's bytes go in with nghttp2_session_mem_recv and frames come out
  *	  with nghttp2_session_mem_send into the connection's output.
  *
- * Flow control is ours (automatic WINDOW_UPDATE off): DATA of a stream
- * whose head is not decided yet is held (at most the initial window) and
- * given back only once the handler asked for the body.  A stream answered
+ * Flow control is ours (automatic WINDOW_UPDATE off): a stream's initial
+ * window is machpay.http2_body_preread, what a client may send of a body
+ * before its head is decided; DATA that arrives before the decision is held
+ * and given back only once the handler asked for the body, whose window
+ * then opens to H2_STREAM_WINDOW.  A stream answered
  * before its body ended (every refusal) gets its complete answer, then
  * RST_STREAM NO_ERROR (RFC 9113 §8.1: the client stops sending and keeps
  * the answer); its window never opens, and what DATA it already sent is
@@ -31,6 +33,7 @@
 #define H2_MAX_CONTINUATIONS	32
 #define H2_MAX_RESPONSE_HEADERS	16
 #define H2_CONNECTION_WINDOW	(1024 * 1024)
+#define H2_STREAM_WINDOW		65535	/* of a stream whose body is read */
 
 typedef struct H2State
 {
@@ -384,7 +387,7 @@ net_h2_start(NetConn *conn)
 	H2State    *st = calloc(1, sizeof(H2State));
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *opt;
-	nghttp2_settings_entry iv[3];
+	nghttp2_settings_entry iv[4];
 	int			rc;
 
 	if (st == NULL)
@@ -421,7 +424,10 @@ net_h2_start(NetConn *conn)
 	iv[1].value = conn->limits->max_header_bytes;
 	iv[2].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH;
 	iv[2].value = 0;
-	nghttp2_submit_settings(st->session, NGHTTP2_FLAG_NONE, iv, 3);
+	/* what a client may send of a body before its head is decided */
+	iv[3].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
+	iv[3].value = conn->limits->h2_preread;
+	nghttp2_submit_settings(st->session, NGHTTP2_FLAG_NONE, iv, 4);
 	/*
 	 * A connection window larger than a stream's: streams' own windows
 	 * bound what each may send, and dropped bodies cost fewer WINDOW_UPDATEs.
@@ -611,7 +617,10 @@ to_frame_end(H2State *st, const unsigned char *in, size_t avail)
 
 /*
  * Feeds the input to the session one frame at a time, so that a reset
- * decided on one frame goes out before the next is read.
+ * decided on one frame goes out before the next is read, and a request
+ * whose head just completed is decided before its DATA frames are fed: a
+ * refused body is then dropped as it is parsed, an accepted one goes
+ * straight into the request's body (neither is held first).
  */
 static void
 feed(NetConn *conn, H2State *st)
@@ -639,6 +648,11 @@ feed(NetConn *conn, H2State *st)
 		{
 			st->refused_pending = false;
 			send_frames(conn, st);
+		}
+		if (st->ready_head != NULL)
+		{
+			free_gone(st);
+			run_ready(conn, st);
 		}
 	}
 	conn->in_len = 0;
@@ -687,6 +701,11 @@ net_h2_read_body(NetRequest *req)
 
 	req->state = NET_REQ_BODY;
 	req->last_data_ms = net_now_ms();
+	/* the body is wanted: open its window beyond the preread */
+	if (nghttp2_session_get_stream_local_window_size(st->session, req->stream_id) +
+		(int32_t) req->raw_len < H2_STREAM_WINDOW)
+		nghttp2_session_set_local_window_size(st->session, NGHTTP2_FLAG_NONE,
+											  req->stream_id, H2_STREAM_WINDOW);
 	if (req->raw_len > 0)
 	{
 		net_body_append(req, req->raw, req->raw_len);

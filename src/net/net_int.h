@@ -98,6 +98,7 @@ extern bool net_buf_reserve(char **buf, size_t *cap, size_t used, size_t more);
 extern bool net_conn_write(NetConn *conn, const void *data, size_t len);
 extern int	net_conn_flush(NetConn *conn);
 extern ssize_t net_conn_read(NetConn *conn, char *buf, size_t cap);
+extern ssize_t net_conn_discard(NetConn *conn, size_t len);
 extern int	net_conn_handshake(NetConn *conn);
 extern void net_conn_kick(NetConn *conn);
 extern NetConn *net_conn_take_kicked(void);
@@ -119,6 +120,9 @@ extern void net_h1_respond(NetRequest *req, int status, const char *const *heade
 extern void net_h1_stream_write(NetRequest *req, const char *data, size_t len);
 extern void net_h1_read_body(NetRequest *req);
 extern void net_h1_timeout(NetConn *conn, bool header_timer);
+extern size_t net_h1_drop_left(NetConn *conn);
+extern void net_h1_dropped(NetConn *conn, size_t n);
+extern bool net_h1_between_requests(NetConn *conn);
 
 /* net_h2.c: HTTP/2 connections */
 extern bool net_h2_start(NetConn *conn);

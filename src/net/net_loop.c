@@ -46,6 +46,7 @@
 #define NET_LISTEN_BACKLOG	4096
 #define NET_ACCEPT_BATCH	32
 #define NET_READ_CHUNK		(64 * 1024)
+#define NET_HEAD_READ		4096	/* first read of a request */
 #define NET_MAX_EVENTS		128
 #define NET_TIMER_MS		200
 #define NET_LINGER_MS		2000
@@ -102,6 +103,7 @@ net_limits_from_settings(NetLimits *l)
 	l->h2_max_streams = machpay_http2_max_streams;
 	l->h2_max_resets = machpay_http2_max_resets;
 	l->h2_max_control = machpay_http2_max_control_frames;
+	l->h2_preread = machpay_http2_body_preread;
 	l->max_output = NET_MAX_OUTPUT;
 }
 
@@ -505,13 +507,43 @@ conn_read(NetConn *conn)
 	while (conn->in_len < NET_READ_CHUNK && budget > 0)
 	{
 		ssize_t		r;
+		size_t		want = 0;
+		size_t		drop = 0;
 
-		if (!net_buf_reserve(&conn->in, &conn->in_cap, conn->in_len, NET_READ_CHUNK))
+		/* a refused HTTP/1.1 body: dropped without being read in */
+		if (conn->proto == NET_PROTO_H1 && conn->in_len == conn->in_off)
+			drop = net_h1_drop_left(conn);
+		if (drop > 0)
 		{
-			net_conn_abort_for(conn, NET_CLOSE_ERROR);
-			return;
+			r = net_conn_discard(conn, drop);
+			if (r > 0)
+			{
+				net_h1_dropped(conn, r);
+				budget -= r;
+				conn->last_read_ms = net_now_ms();
+				if ((size_t) r < drop)
+					break;		/* the socket is drained */
+				continue;
+			}
 		}
-		r = net_conn_read(conn, conn->in + conn->in_len, conn->in_cap - conn->in_len);
+		else
+		{
+			if (!net_buf_reserve(&conn->in, &conn->in_cap, conn->in_len, NET_READ_CHUNK))
+			{
+				net_conn_abort_for(conn, NET_CLOSE_ERROR);
+				return;
+			}
+			want = conn->in_cap - conn->in_len;
+			/*
+			 * The start of a request: its head first, in a small read, so
+			 * that a body refused at the head is mostly dropped unread.
+			 */
+			if (conn->in_len == conn->in_off && (conn->proto == NET_PROTO_UNKNOWN ||
+												 (conn->proto == NET_PROTO_H1 &&
+												  net_h1_between_requests(conn))))
+				want = Min(want, NET_HEAD_READ);
+			r = net_conn_read(conn, conn->in + conn->in_len, want);
+		}
 		if (r == -2)
 			break;
 		if (r <= 0)
@@ -529,7 +561,7 @@ conn_read(NetConn *conn)
 		budget -= r;
 		conn->last_read_ms = net_now_ms();
 		/* a short plain read drained the socket: no need to ask again */
-		if (conn->ssl == NULL && (size_t) r < conn->in_cap - (conn->in_len - r))
+		if (conn->ssl == NULL && (size_t) r < want)
 			short_read = true;
 		if (conn->proto == NET_PROTO_UNKNOWN && !pick_protocol(conn))
 		{
@@ -592,8 +624,9 @@ conn_finish_turn(NetConn *conn)
 }
 
 /*
- * A request that reached the socket since the last read: an idle
- * connection is not closed under it (the client would lose it to a reset).
+ * Bytes that reached the socket since the last read: a connection is not
+ * closed under a request that just came (the client would lose it to a
+ * reset); the next turn reads it.
  */
 static bool
 request_arriving(NetConn *conn)
@@ -626,7 +659,8 @@ check_timeouts(int64_t now)
 		}
 		else if (c->head_started_ms != 0 && !c->busy)
 		{
-			expired = answer = now - c->head_started_ms > limits.header_timeout_ms;
+			expired = answer = now - c->head_started_ms > limits.header_timeout_ms &&
+				!request_arriving(c);
 			cause = NET_CLOSE_HEADER_TIMEOUT;
 		}
 		else if (c->proto == NET_PROTO_H2 && net_h2_timeouts(c, now))

@@ -304,6 +304,26 @@ $r = ka_answer($c, 10);
 ok(!defined $r && $c->{closed}, 'a large body sent after all: the connection is closed, nothing answered');
 close $c->{sock};
 
+# A refused request whose small body comes anyway (in pieces, after the
+# answer) keeps its connection: the body is dropped, never parsed as a
+# request, and the requests behind it are served in order.
+$c = ka_conn();
+my $small = '[' . (' ' x 99998) . ']';
+my $small_head = post_head($json, 'Content-Length: ' . length $small);
+ka_send($c, $small_head . substr($small, 0, 1000));
+$r = ka_answer($c);
+is($r && $r->{status}, 401, 'no key, 100 kB body: 401 at its head');
+isnt(lc($r && $r->{headers}{connection} // ''), 'close', 'no key, 100 kB body: the connection stays');
+ka_send($c, substr($small, 1000, 50000));
+ka_send($c, substr($small, 51000) . $healthz . $small_head . $small . $healthz);
+for my $want (200, 401, 200)
+{
+	$r = ka_answer($c);
+	is($r && $r->{status}, $want, "then $want on the same connection");
+}
+ok(!$c->{closed}, 'the connection stays open throughout');
+close $c->{sock};
+
 # An accepted request still gets its 100 Continue.
 $c = ka_conn();
 my $ev = json_array(gateway_event());

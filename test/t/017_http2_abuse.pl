@@ -90,6 +90,8 @@ sub h2_conn
 my $body = json_array(gateway_event());
 my $c = h2_conn();
 ok($c->{settings_seen}, 'the server sends its SETTINGS after the preface');
+is($c->{server_settings}{ H2Raw::INITIAL_WINDOW_SIZE() }, 0,
+	'SETTINGS_INITIAL_WINDOW_SIZE 0: no body byte before the head is decided');
 $c->request(1, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json',
 	'content-length' => length($body)], $body);
 my $st = $c->wait_stream_done(1, 10);
@@ -155,10 +157,12 @@ is(stored_rows(), 9, 'the requests after the refusals stored their rows');
 # streams': the server gives the connection window back (it never opens a
 # stream's), so a client whose refused streams sent 1.5 MB (more than the
 # connection window) is still served on the same connection.  A server
-# that did not would see a flow-control error on the last stream.
+# that did not would see a flow-control error on the last stream.  The
+# client does not acknowledge the server's SETTINGS, so its streams keep
+# the window of RFC 9113 (65535) that a client has before they apply.
 {
-	$c = h2_conn();
-	my $win = $c->{server_settings}{ H2Raw::INITIAL_WINDOW_SIZE() } // 65535;
+	$c = h2_conn(no_auto_ack => 1);
+	my $win = 65535;
 	my $chunk = 'x' x 16384;
 	my $sent = 0;
 	my $id = 1;
@@ -168,11 +172,13 @@ is(stored_rows(), 9, 'the requests after the refusals stored their rows');
 		$c->headers($id, H2Raw::request_block('POST', '/v1/ingest', 'content-type' => 'application/json',
 			'content-length' => 4000000), end_stream => 0);
 		# The whole stream window, as a client that sent before the answer.
-		for (my $n = 0; $n + 16384 <= $win; $n += 16384)
+		for (my $n = 0; $n < $win; $n += 16384)
 		{
-			$c->data($id, $chunk, 0);
-			$sent += 16384;
+			my $k = $win - $n < 16384 ? $win - $n : 16384;
+			$c->data($id, substr($chunk, 0, $k), 0);
+			$sent += $k;
 		}
+		last if $win == 0;
 		my $s = $c->wait_until(sub { my $x = $_[0]->stream($id); $x && defined $x->{rst} ? $x : undef }, 10);
 		$refused++ if $s && ($s->{status} // '') eq '401' && $s->{rst} == H2Raw::NO_ERROR;
 		$id += 2;
@@ -219,7 +225,7 @@ ok(@refused >= $extra || ($c->{goaway} && $c->{goaway}{code} != 0),
 	sprintf('streams over the limit are refused (%d reset, goaway %s)',
 		scalar @refused, $c->{goaway} ? $c->{goaway}{code} : 'none'));
 # The first stream is still served once its body arrives.
-$c->data(1, $body, 1);
+$c->data_flow(1, $body, 1);
 $st = $c->wait_stream_done(1, 10);
 is($st && $st->{status}, '202', 'a stream within the limit completes with 202');
 $c->close;
@@ -558,7 +564,7 @@ $node->reload;
 $c = h2_conn();
 $c->headers(1, H2Raw::request_block('POST', '/v1/ingest', @auth, 'content-type' => 'application/json',
 	'content-length' => 1000), end_stream => 0);
-$c->data(1, '[{"source"', 0);
+$c->data_flow(1, '[{"source"', 0);
 $body = json_array(gateway_event($GATEWAY_ID, int(time) - 1200));
 $c->request(3, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json',
 	'content-length' => length($body)], $body);
