@@ -17,7 +17,10 @@
  * Input: byte 0 selects the handler's mood (bits 0-1: refuse 503/401/429
  * or read, bit 2: leave output unsent so max_output is reached, bit 3: the
  * server is draining, bits 4-7: size of each read).  The rest is what the client sends; on HTTP/2 the
- * client preface is prepended.
+ * client preface is prepended.  The rest of a refused HTTP/1.1 body is
+ * dropped from the input as the loop drops it unread from the socket; when
+ * the last byte is odd, the timers expire at the end (408, stream resets;
+ * bit 0 of the mood: the head's timer, else the idle one).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -39,8 +42,7 @@ static NetLimits fuzz_limits = {
 	.h2_max_streams = 8,
 	.h2_max_resets = 16,
 	.h2_max_control = 64,
-	.max_output = 32768,
-	.max_drain = 65536
+	.max_output = 32768
 };
 
 static int	mood;
@@ -274,6 +276,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		read_bytes(conn, (const char *) data + off, n);
 		finish_turn(conn);
 		off += n;
+#ifndef NET_FUZZ_H2
+		/* a refused body's rest, dropped unread as conn_read does it */
+		if (!conn->dead && conn->in_len == conn->in_off && net_h1_drop_left(conn) > 0)
+		{
+			size_t		d = Min(net_h1_drop_left(conn), size - off);
+
+			net_h1_dropped(conn, d);
+			off += d;
+			finish_turn(conn);
+		}
+#endif
+	}
+	/* the last byte's low bit: the timers expire (408, resets) */
+	if (size > 0 && !conn->dead && !conn->closing && conn->proto != NET_PROTO_UNKNOWN &&
+		(data[size - 1] & 1))
+	{
+#ifdef NET_FUZZ_H2
+		(void) net_h2_timeouts(conn, INT64_MAX / 2);
+#else
+		net_h1_timeout(conn, (mood & 1) != 0);
+#endif
+		net_conn_kick(conn);
+		finish_turn(conn);
 	}
 	if (!conn->dead && conn->proto != NET_PROTO_UNKNOWN)
 	{

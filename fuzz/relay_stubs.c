@@ -451,12 +451,12 @@ TimestampDifferenceExceeds(TimestampTz start_time, TimestampTz stop_time, int ms
 	return stop_time - start_time >= (TimestampTz) msec * 1000;
 }
 
-int64		relay_stat_counts[64];
+int64		relay_stat_counts[STAT_COUNTER_COUNT];
 
 void
 stats_add(StatCounter counter, int64 n)
 {
-	if ((int) counter < 0 || (int) counter >= 64)
+	if ((int) counter < 0 || (int) counter >= STAT_COUNTER_COUNT)
 		abort();
 	relay_stat_counts[counter] += n;
 }

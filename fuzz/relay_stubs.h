@@ -7,6 +7,8 @@
 #ifndef MACHPAY_RELAY_STUBS_H
 #define MACHPAY_RELAY_STUBS_H
 
+#include "common/stats.h"
+
 /* A notification queued by the publisher (Async_Notify), oldest first. */
 typedef struct RelayNotification
 {
@@ -15,7 +17,7 @@ typedef struct RelayNotification
 } RelayNotification;
 
 extern RelayNotification *relay_queued;
-extern int64 relay_stat_counts[64];
+extern int64 relay_stat_counts[STAT_COUNTER_COUNT];
 
 extern void relay_stubs_init(void);
 /* Frees every memory context's chunks and every context but the top one. */

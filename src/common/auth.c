@@ -17,7 +17,7 @@
  */
 #include "postgres.h"
 
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 
 #include "access/xact.h"
 #include "commands/trigger.h"
@@ -82,12 +82,24 @@ digest_equal(const uint8 *a, const uint8 *b)
 /*
  * OpenSSL directly rather than pg_cryptohash: the latter registers with
  * the current resource owner, and the event loops run outside any
- * transaction, where there is none.
+ * transaction, where there is none.  The digest is fetched once and the
+ * context reused: OpenSSL 3 looks the algorithm up under a lock on every
+ * one-shot SHA256(), a cost paid on every request, refused ones included.
  */
 static bool
 sha256(const char *data, size_t len, uint8 *out)
 {
-	return SHA256((const unsigned char *) data, len, out) != NULL;
+	static EVP_MD *md = NULL;
+	static EVP_MD_CTX *ctx = NULL;
+	unsigned int n;
+
+	if (md == NULL && (md = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL)
+		return false;
+	if (ctx == NULL && (ctx = EVP_MD_CTX_new()) == NULL)
+		return false;
+	return EVP_DigestInit_ex(ctx, md, NULL) == 1 &&
+		EVP_DigestUpdate(ctx, data, len) == 1 &&
+		EVP_DigestFinal_ex(ctx, out, &n) == 1;
 }
 
 /*

@@ -216,6 +216,7 @@ static void
 server_setup(void)
 {
 	http_reply_set_counting(true);
+	net_count_closes(true);
 	net_server_init(&ingest_handler, "machpay ingest worker",
 					machpay_tls_cert_file, machpay_tls_key_file);
 	if (net_open_listeners(machpay_listen_addresses, machpay_port, true) == 0)

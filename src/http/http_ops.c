@@ -31,6 +31,7 @@
 #include "net/http_reply.h"
 
 #define REQUESTS_PREFIX		"http_requests_"
+#define CLOSES_PREFIX		"http_closes_"
 #define ACCEPTED_PREFIX		"http_events_accepted_"
 #define DURATION_PREFIX		"flush_duration_le_"
 #define DURATION_SUM		"flush_duration_sum_us"
@@ -99,6 +100,17 @@ http_ops_metrics(NetRequest *req)
 		if (strncmp(name, REQUESTS_PREFIX, strlen(REQUESTS_PREFIX)) == 0)
 			appendStringInfo(&out, "machpay_http_requests_total{status=\"%s\"} " UINT64_FORMAT "\n",
 							 name + strlen(REQUESTS_PREFIX), stats_get((StatCounter) i));
+	}
+
+	family(&out, "http_connections_closed_total", "counter",
+		   "Client connections of the ingest workers closed, by cause.");
+	for (int i = 0; i < STAT_COUNTER_COUNT; i++)
+	{
+		const char *name = stats_name((StatCounter) i);
+
+		if (strncmp(name, CLOSES_PREFIX, strlen(CLOSES_PREFIX)) == 0)
+			appendStringInfo(&out, "machpay_http_connections_closed_total{cause=\"%s\"} " UINT64_FORMAT "\n",
+							 name + strlen(CLOSES_PREFIX), stats_get((StatCounter) i));
 	}
 
 	family(&out, "http_events_total", "counter", "Events received over HTTP by source and outcome.");

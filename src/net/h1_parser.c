@@ -218,6 +218,24 @@ h1_parser_feed(H1Parser *p, const char *data, size_t len, bool *failed)
 	return used;
 }
 
+int64_t
+h1_parser_body_left(H1Parser *p)
+{
+	if (!(p->hp.flags & F_CONTENTLENGTH) || (p->hp.flags & F_CHUNKED))
+		return -1;
+	return (int64_t) p->hp.content_length;
+}
+
+void
+h1_parser_reset(H1Parser *p)
+{
+	http_parser_init(&p->hp, HTTP_REQUEST);
+	p->hp.data = p;
+	p->name_len = p->value_len = 0;
+	p->in_value = false;
+	p->target_sent = false;
+}
+
 const char *
 h1_parser_error(H1Parser *p)
 {

@@ -43,6 +43,10 @@ extern void h1_parser_free(H1Parser *p);
 /* Bytes used; *failed set (and the parser unusable) on a syntax error. */
 extern size_t h1_parser_feed(H1Parser *p, const char *data, size_t len, bool *failed);
 extern const char *h1_parser_error(H1Parser *p);
+/* Body bytes still to come of a Content-Length body, or -1. */
+extern int64_t h1_parser_body_left(H1Parser *p);
+/* Forgets the message being read: the next byte starts a new one. */
+extern void h1_parser_reset(H1Parser *p);
 /* The peer closed: does that end a message cleanly? */
 extern bool h1_parser_finish(H1Parser *p);
 

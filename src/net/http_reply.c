@@ -43,6 +43,7 @@ http_count_status(int status)
 		case 403: c = STAT_HTTP_REQUESTS_403; break;
 		case 404: c = STAT_HTTP_REQUESTS_404; break;
 		case 405: c = STAT_HTTP_REQUESTS_405; break;
+		case 408: c = STAT_HTTP_REQUESTS_408; break;
 		case 411: c = STAT_HTTP_REQUESTS_411; break;
 		case 413: c = STAT_HTTP_REQUESTS_413; break;
 		case 415: c = STAT_HTTP_REQUESTS_415; break;

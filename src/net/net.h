@@ -81,10 +81,12 @@ struct NetRequest
 	size_t		out_cap;
 	bool		streaming;		/* response of unknown length */
 	bool		finished;		/* last response byte queued */
-	bool		reset_after;	/* HTTP/2: RST_STREAM once answered */
-	bool		body_refused;	/* answered before the body: drop it */
+	bool		body_refused;	/* answered before the body: drop it (HTTP/2:
+								 * and RST_STREAM once answered) */
 	bool		body_gone;		/* HTTP/2: the stream's request side ended */
 	int			headers_cap;
+	int64_t		started_ms;		/* HTTP/2: when the stream's head began */
+	int64_t		last_data_ms;	/* HTTP/2: last body byte, or the ask for it */
 	NetRequest *next_ready;
 	bool		in_ready;
 	NetRequest *prev_stream;	/* HTTP/2: the connection's streams */
@@ -96,7 +98,10 @@ typedef struct NetHandler
 {
 	void		(*on_headers) (NetRequest *req);
 	void		(*on_body) (NetRequest *req);
-	/* a protocol error to answer (HTTP/1.1; the connection then closes) */
+	/*
+	 * a protocol error or a timeout (408) to answer: HTTP/1.1 (the
+	 * connection then closes) or one HTTP/2 stream
+	 */
 	void		(*on_error) (NetRequest *req, int status, const char *code,
 							 const char *message);
 } NetHandler;
@@ -105,14 +110,16 @@ typedef struct NetHandler
 typedef struct NetLimits
 {
 	int			max_connections;
-	int			header_timeout_ms;	/* whole head must arrive within it */
-	int			idle_timeout_ms;	/* keep-alive and stalled reads/writes */
+	int			header_timeout_ms;	/* whole head must arrive within it (per
+									 * HTTP/2 stream too) */
+	int			idle_timeout_ms;	/* keep-alive, stalled reads/writes and
+									 * stalled bodies */
 	int			max_header_bytes;	/* request line + headers / header block */
 	int			h2_max_streams;
 	int			h2_max_resets;	/* streams reset by the client per connection */
 	int			h2_max_control;	/* SETTINGS/PING/WINDOW_UPDATE/PRIORITY per connection */
+	int			h2_preread;		/* stream window before the decision */
 	size_t		max_output;		/* unsent bytes per connection */
-	size_t		max_drain;		/* refused HTTP/2 body read and dropped */
 } NetLimits;
 
 /* net_loop.c: the server */
@@ -130,6 +137,7 @@ extern void net_add_fd(int fd);
 extern void net_remove_fd(int fd);
 extern void net_run(void);
 extern void net_begin_drain(void);
+extern void net_count_closes(bool count);
 
 /* Wake reasons returned by net_wait. */
 #define NET_WAKE_LATCH		0x01

@@ -59,7 +59,7 @@ net_conn_write(NetConn *conn, const void *data, size_t len)
 		conn->out_off = conn->out_len = 0;
 	if (!net_buf_reserve(&conn->out, &conn->out_cap, conn->out_len, len))
 	{
-		net_conn_abort(conn);
+		net_conn_abort_for(conn, NET_CLOSE_ERROR);
 		return false;
 	}
 	memcpy(conn->out + conn->out_len, data, len);
@@ -145,6 +145,24 @@ net_conn_read(NetConn *conn, char *buf, size_t cap)
 	return r;
 }
 
+/*
+ * Reads and drops up to len bytes, like net_conn_read.  A plain TCP socket
+ * drops them in the kernel without copying (MSG_TRUNC).
+ */
+ssize_t
+net_conn_discard(NetConn *conn, size_t len)
+{
+	static char scratch[16384];
+	ssize_t		r;
+
+	if (conn->ssl)
+		return net_conn_read(conn, scratch, Min(len, sizeof(scratch)));
+	r = recv(conn->fd, NULL, Min(len, (size_t) INT_MAX), MSG_TRUNC | MSG_DONTWAIT);
+	if (r < 0)
+		return (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? -2 : -1;
+	return r;
+}
+
 /* Advances the TLS handshake: 1 done, 0 in progress, -1 failed. */
 int
 net_conn_handshake(NetConn *conn)
@@ -190,6 +208,20 @@ net_conn_take_kicked(void)
 		c->next_kick = NULL;
 	}
 	return c;
+}
+
+void
+net_conn_close_cause(NetConn *conn, NetCloseCause cause)
+{
+	if (conn->close_cause == NET_CLOSE_UNSET)
+		conn->close_cause = cause;
+}
+
+void
+net_conn_abort_for(NetConn *conn, NetCloseCause cause)
+{
+	net_conn_close_cause(conn, cause);
+	net_conn_abort(conn);
 }
 
 /* Closes at the end of the turn without writing what is queued. */

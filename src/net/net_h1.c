@@ -6,7 +6,8 @@
  * The parser pauses at the end of each head; the handler then decides with
  * no body byte read.  A refused request with a small declared body keeps
  * its connection: the answer goes out at once and the body is read and
- * dropped.  A refused chunked or large body, a request smuggling attempt
+ * dropped; so does one that waits for 100 Continue and sent no body byte
+ * (no 100 goes out; see skip_refused_body).  A refused chunked or large body, a request smuggling attempt
  * (Content-Length with Transfer-Encoding) and every protocol error close
  * the connection after the answer.  Later pipelined requests wait in the
  * input buffer until the current one is answered, so answers keep their
@@ -28,8 +29,12 @@ typedef struct H1State
 	NetRequest *req;			/* the request being read or answered */
 	size_t		head_bytes;
 	bool		keep_alive;
-	bool		expect_continue;
+	bool		head_bytes_seen;	/* a byte of the next request arrived */
+	bool		expect_continue;	/* the client waits for 100 to send its body */
+	int64_t		skip_body;		/* body of a refused Expect request, not sent */
 	bool		discarding;		/* answered: its body is read and dropped */
+	int64_t		drop_left;		/* refused body bytes to drop before the next
+								 * request (unread where the socket allows) */
 	bool		body_done;		/* the parser saw the end of the message */
 	int			error_status;	/* set by a callback: answer this and close */
 	const char *error_code;
@@ -173,6 +178,7 @@ drop_request(H1State *st)
 
 	st->req = NULL;
 	st->head_bytes = 0;
+	st->head_bytes_seen = false;
 	st->discarding = false;
 	st->body_done = false;
 	st->expect_continue = false;
@@ -201,12 +207,13 @@ net_h1_free(NetConn *conn)
 static void
 answer_error(H1State *st)
 {
+	net_conn_close_cause(st->conn, NET_CLOSE_PROTOCOL_ERROR);
 	if (st->req == NULL)
 	{
 		st->req = calloc(1, sizeof(NetRequest));
 		if (st->req == NULL)
 		{
-			net_conn_abort(st->conn);
+			net_conn_abort_for(st->conn, NET_CLOSE_ERROR);
 			return;
 		}
 		st->req->conn = st->conn;
@@ -214,7 +221,7 @@ answer_error(H1State *st)
 	}
 	if (st->req->path == NULL && !net_req_set_path(st->req, "", 0))
 	{
-		net_conn_abort(st->conn);
+		net_conn_abort_for(st->conn, NET_CLOSE_ERROR);
 		return;
 	}
 	st->keep_alive = false;
@@ -227,6 +234,85 @@ answer_error(H1State *st)
 	st->conn->closing = true;
 }
 
+/*
+ * The head did not arrive within header_timeout, or the body stalled for
+ * idle_timeout: 408 (JSON, like every answer) and close, once a byte of a
+ * request came.  A connection that sent nothing of one is just closed.
+ * header_timer: the head's timer expired, else the idle one.
+ */
+void
+net_h1_timeout(NetConn *conn, bool header_timer)
+{
+	H1State    *st = conn->proto_state;
+	int			state = st && st->req ? st->req->state : NET_REQ_HEADERS;
+
+	if (state == NET_REQ_BODY)
+		net_conn_close_cause(conn, NET_CLOSE_BODY_TIMEOUT);
+	else
+		net_conn_close_cause(conn, header_timer ? NET_CLOSE_HEADER_TIMEOUT : NET_CLOSE_IDLE);
+	if (st == NULL || (st->req == NULL && !st->head_bytes_seen) ||
+		(state != NET_REQ_HEADERS && state != NET_REQ_BODY))
+	{
+		net_conn_abort(conn);
+		return;
+	}
+	if (state == NET_REQ_BODY)
+		set_error(st, 408, "request_timeout", "the request body stalled");
+	else
+		set_error(st, 408, "request_timeout",
+				  "the request head did not arrive within machpay.http_header_timeout");
+	answer_error(st);
+}
+
+/*
+ * After a refused request with Expect: 100-continue whose body had not
+ * come: the next bytes are the next request (a method and a space), or the
+ * body after all (a client that stopped waiting for 100 before our answer
+ * came): a small one is dropped, a large one closes the connection.
+ * Returns false when nothing is left to parse now.
+ */
+static bool
+skip_refused_body(NetConn *conn, H1State *st)
+{
+	const char *in;
+	size_t		avail;
+	size_t		i = 0;
+	size_t		n;
+
+	/* the refused head's last line end, or empty lines */
+	while (conn->in_off < conn->in_len &&
+		   (conn->in[conn->in_off] == '\r' || conn->in[conn->in_off] == '\n'))
+		conn->in_off++;
+	in = conn->in + conn->in_off;
+	avail = conn->in_len - conn->in_off;
+	if (avail == 0)
+	{
+		conn->in_off = conn->in_len = 0;
+		return false;
+	}
+	while (i < avail && i < 16 && in[i] >= 'A' && in[i] <= 'Z')
+		i++;
+	if (i == avail && i < 16)
+		return false;			/* too early to tell */
+	if (i > 0 && i < avail && in[i] == ' ')
+	{
+		st->skip_body = 0;
+		return true;
+	}
+	if (st->skip_body > H1_DISCARD_MAX)
+	{
+		net_conn_close_cause(conn, NET_CLOSE_REFUSED_BODY);
+		conn->closing = true;
+		return false;
+	}
+	n = Min(avail, (size_t) st->skip_body);
+	conn->in_off += n;
+	st->skip_body -= n;
+	if (conn->in_off == conn->in_len)
+		conn->in_off = conn->in_len = 0;
+	return conn->in_len > conn->in_off;
+}
+
 /* Feeds buffered input to the parser; false when it must stop here. */
 static bool
 parse_more(NetConn *conn, H1State *st)
@@ -234,9 +320,25 @@ parse_more(NetConn *conn, H1State *st)
 	bool		failed;
 	size_t		used;
 
+	if (st->drop_left > 0 && st->req == NULL)
+	{
+		size_t		n = Min(conn->in_len - conn->in_off, (size_t) st->drop_left);
+
+		conn->in_off += n;
+		st->drop_left -= n;
+		if (conn->in_off == conn->in_len)
+			conn->in_off = conn->in_len = 0;
+		if (st->drop_left > 0)
+			return false;
+	}
 	if (conn->in_len == conn->in_off)
 		return false;
-	if (st->req == NULL && conn->head_started_ms == 0)
+	if (st->skip_body > 0 && st->req == NULL && !skip_refused_body(conn, st))
+		return false;
+	/* the empty lines a client may send between requests are no request */
+	for (size_t i = conn->in_off; !st->head_bytes_seen && i < conn->in_len; i++)
+		st->head_bytes_seen = conn->in[i] != '\r' && conn->in[i] != '\n';
+	if (st->req == NULL && conn->head_started_ms == 0 && st->head_bytes_seen)
 		conn->head_started_ms = net_now_ms();
 	used = h1_parser_feed(st->parser, conn->in + conn->in_off,
 						  conn->in_len - conn->in_off, &failed);
@@ -313,9 +415,23 @@ net_h1_process(NetConn *conn)
 				conn->closing = true;
 				break;
 			}
+			if (!st->body_done && !st->discarding &&
+				(st->drop_left = h1_parser_body_left(st->parser)) >= 0)
+			{
+				/*
+				 * Answered before its body: the rest is dropped as a count
+				 * of bytes (net_h1_drop_left), the parser starts afresh
+				 * after it.  The head's last line feed, left by the
+				 * parser's pause, is no body byte.
+				 */
+				if (conn->in_off < conn->in_len && conn->in[conn->in_off] == '\n')
+					conn->in_off++;
+				h1_parser_reset(st->parser);
+				st->body_done = true;
+			}
 			if (!st->body_done)
 			{
-				/* answered before its body: read and drop the rest */
+				/* answered before a chunked body: read and drop the rest */
 				st->discarding = true;
 				if (!parse_more(conn, st))
 					break;
@@ -332,6 +448,37 @@ net_h1_process(NetConn *conn)
 		if (!parse_more(conn, st))
 			break;
 	}
+}
+
+/*
+ * The loop's side of a refused body being dropped: how many bytes are left
+ * (it drops them unread from the socket once the input buffer is empty),
+ * and whether the connection waits for the head of its next request, which
+ * the loop reads in a small first piece so that the body of a request
+ * refused at its head mostly stays in the socket, to be dropped unread.
+ */
+size_t
+net_h1_drop_left(NetConn *conn)
+{
+	H1State    *st = conn->proto_state;
+
+	return st->req == NULL && st->drop_left > 0 ? (size_t) st->drop_left : 0;
+}
+
+void
+net_h1_dropped(NetConn *conn, size_t n)
+{
+	H1State    *st = conn->proto_state;
+
+	st->drop_left -= Min((int64_t) n, st->drop_left);
+}
+
+bool
+net_h1_between_requests(NetConn *conn)
+{
+	H1State    *st = conn->proto_state;
+
+	return st->req == NULL && st->drop_left == 0 && st->skip_body == 0;
 }
 
 /* The handler wants the body: read it (100 Continue if the client waits). */
@@ -379,6 +526,21 @@ write_head(NetConn *conn, NetRequest *req, int status, const char *const *header
 	(void) net_conn_write(conn, "\r\n", 2);
 }
 
+/*
+ * Whether a body byte follows the head in the input (the parser leaves the
+ * head's last line feed unused when it pauses there).
+ */
+static bool
+body_byte_came(NetConn *conn)
+{
+	for (size_t i = conn->in_off; i < conn->in_len; i++)
+	{
+		if (conn->in[i] != '\r' && conn->in[i] != '\n')
+			return true;
+	}
+	return false;
+}
+
 void
 net_h1_respond(NetRequest *req, int status, const char *const *headers,
 			   const char *body, size_t len, bool stream)
@@ -387,19 +549,38 @@ net_h1_respond(NetRequest *req, int status, const char *const *headers,
 	H1State    *st = conn->proto_state;
 
 	/*
-	 * Answered before the body was read: a small declared body is dropped
-	 * as it comes and the connection stays; anything else closes it.
+	 * Answered before the body was read: a client that waits for 100 and
+	 * sent no body byte yet need not send it (no 100 goes out), and the
+	 * connection stays; otherwise a small declared body is dropped as it
+	 * comes and the connection stays; anything else closes it.
 	 */
+	if (!st->keep_alive)
+		net_conn_close_cause(conn, NET_CLOSE_CLIENT_ASKED);
+	if (conn->closing || net_is_draining())
+	{
+		st->keep_alive = false;
+		net_conn_close_cause(conn, NET_CLOSE_SHUTDOWN);
+	}
 	if (req->state == NET_REQ_HANDLER && !st->body_done && req->body == NULL)
 	{
-		if (req->content_length < 0 || req->content_length > H1_DISCARD_MAX ||
-			st->expect_continue)
+		if (st->expect_continue && req->content_length >= 0 && !body_byte_came(conn))
+		{
+			st->skip_body = req->content_length;
+			st->body_done = true;
+			h1_parser_reset(st->parser);
+		}
+		else if (req->content_length < 0 || req->content_length > H1_DISCARD_MAX)
+		{
 			st->keep_alive = false;
+			net_conn_close_cause(conn, NET_CLOSE_REFUSED_BODY);
+		}
 	}
 	else if (!st->body_done || req->body_status != NET_BODY_OK)
+	{
 		st->keep_alive = false;
-	if (conn->closing || net_is_draining())
-		st->keep_alive = false;
+		net_conn_close_cause(conn, req->body_status == NET_BODY_OK ?
+							 NET_CLOSE_REFUSED_BODY : NET_CLOSE_PROTOCOL_ERROR);
+	}
 
 	write_head(conn, req, status, headers, len, stream, !st->keep_alive);
 	if (!req->head && !stream)

@@ -4,12 +4,15 @@
  *	  loop's bytes go in with nghttp2_session_mem_recv and frames come out
  *	  with nghttp2_session_mem_send into the connection's output.
  *
- * Flow control is ours (automatic WINDOW_UPDATE off): DATA of a stream
- * whose head is not decided yet is held (at most the initial window) and
- * given back only once the handler asked for the body; a refused stream's
- * DATA is given back to the connection only, so its window never opens.
- * A refused stream is answered, then reset (NO_ERROR) unless the client
- * had ended it.
+ * Flow control is ours (automatic WINDOW_UPDATE off): a stream's initial
+ * window is machpay.http2_body_preread, what a client may send of a body
+ * before its head is decided; DATA that arrives before the decision is held
+ * and given back only once the handler asked for the body, whose window
+ * then opens to H2_STREAM_WINDOW.  A stream answered
+ * before its body ended (every refusal) gets its complete answer, then
+ * RST_STREAM NO_ERROR (RFC 9113 §8.1: the client stops sending and keeps
+ * the answer); its window never opens, and what DATA it already sent is
+ * given back to the connection only, so other streams do not stall.
  *
  * Abuse limits, each closing the connection with GOAWAY ENHANCE_YOUR_CALM:
  * streams reset by the client (Rapid Reset), header blocks larger than
@@ -30,6 +33,7 @@
 #define H2_MAX_CONTINUATIONS	32
 #define H2_MAX_RESPONSE_HEADERS	16
 #define H2_CONNECTION_WINDOW	(1024 * 1024)
+#define H2_STREAM_WINDOW		65535	/* of a stream whose body is read */
 
 typedef struct H2State
 {
@@ -179,6 +183,7 @@ on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *use
 	req->stream_id = frame->hd.stream_id;
 	req->content_length = -1;
 	req->state = NET_REQ_HEADERS;
+	req->started_ms = net_now_ms();
 	req->next_stream = st->streams;
 	if (st->streams)
 		st->streams->prev_stream = req;
@@ -304,15 +309,9 @@ on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
 			{
 				net_body_append(req, (const char *) data, len);
 				req->unconsumed += len;
+				req->last_data_ms = net_now_ms();
 				if (req->body_status != NET_BODY_OK)
 					push_ready(st, req);
-				return 0;
-			}
-			break;
-		case NET_REQ_ANSWERED:
-			if (req->body_refused && !req->reset_after)
-			{
-				req->unconsumed += len;	/* drained: see net_h2_respond */
 				return 0;
 			}
 			break;
@@ -333,7 +332,7 @@ on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 		return 0;
 	req = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
 	/* Answered before the body: the client may stop sending it. */
-	if (req != NULL && req->reset_after && !req->body_gone)
+	if (req != NULL && req->body_refused && !req->body_gone)
 		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
 								  NGHTTP2_NO_ERROR);
 	return 0;
@@ -388,7 +387,7 @@ net_h2_start(NetConn *conn)
 	H2State    *st = calloc(1, sizeof(H2State));
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *opt;
-	nghttp2_settings_entry iv[3];
+	nghttp2_settings_entry iv[4];
 	int			rc;
 
 	if (st == NULL)
@@ -425,7 +424,10 @@ net_h2_start(NetConn *conn)
 	iv[1].value = conn->limits->max_header_bytes;
 	iv[2].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH;
 	iv[2].value = 0;
-	nghttp2_submit_settings(st->session, NGHTTP2_FLAG_NONE, iv, 3);
+	/* what a client may send of a body before its head is decided */
+	iv[3].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
+	iv[3].value = conn->limits->h2_preread;
+	nghttp2_submit_settings(st->session, NGHTTP2_FLAG_NONE, iv, 4);
 	/*
 	 * A connection window larger than a stream's: streams' own windows
 	 * bound what each may send, and dropped bodies cost fewer WINDOW_UPDATEs.
@@ -507,10 +509,7 @@ run_ready(NetConn *conn, H2State *st)
 			conn->handler->on_headers(req);
 			if (req->state == NET_REQ_ANSWERED && req->raw_len > 0)
 			{
-				if (req->body_refused && !req->reset_after)
-					req->unconsumed += req->raw_len;
-				else
-					st->conn_unconsumed += req->raw_len;
+				st->conn_unconsumed += req->raw_len;
 				req->raw_len = 0;
 			}
 		}
@@ -533,7 +532,7 @@ give_back(H2State *st)
 	{
 		if (req->unconsumed > 0)
 		{
-			if (req->state == NET_REQ_BODY || (req->body_refused && !req->reset_after))
+			if (req->state == NET_REQ_BODY)
 				nghttp2_session_consume(st->session, req->stream_id, req->unconsumed);
 			else
 				nghttp2_session_consume_connection(st->session, req->unconsumed);
@@ -558,7 +557,7 @@ send_frames(NetConn *conn, H2State *st)
 
 		if (n < 0)
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_ERROR);
 			return;
 		}
 		if (n == 0)
@@ -618,7 +617,10 @@ to_frame_end(H2State *st, const unsigned char *in, size_t avail)
 
 /*
  * Feeds the input to the session one frame at a time, so that a reset
- * decided on one frame goes out before the next is read.
+ * decided on one frame goes out before the next is read, and a request
+ * whose head just completed is decided before its DATA frames are fed: a
+ * refused body is then dropped as it is parsed, an accepted one goes
+ * straight into the request's body (neither is held first).
  */
 static void
 feed(NetConn *conn, H2State *st)
@@ -647,6 +649,11 @@ feed(NetConn *conn, H2State *st)
 			st->refused_pending = false;
 			send_frames(conn, st);
 		}
+		if (st->ready_head != NULL)
+		{
+			free_gone(st);
+			run_ready(conn, st);
+		}
 	}
 	conn->in_len = 0;
 }
@@ -664,6 +671,8 @@ net_h2_process(NetConn *conn)
 		feed(conn, st);
 	if (st->calm_code != 0)
 	{
+		net_conn_close_cause(conn, st->calm_code == NGHTTP2_ENHANCE_YOUR_CALM ?
+							 NET_CLOSE_ABUSE : NET_CLOSE_PROTOCOL_ERROR);
 		nghttp2_session_terminate_session(st->session, st->calm_code);
 		free_gone(st);
 		send_frames(conn, st);
@@ -678,7 +687,11 @@ net_h2_process(NetConn *conn)
 	conn->busy = notify_drained(conn, st);
 	if (!nghttp2_session_want_read(st->session) &&
 		!nghttp2_session_want_write(st->session))
+	{
+		/* GOAWAY both ways: ours (draining) or the client's */
+		net_conn_close_cause(conn, net_is_draining() ? NET_CLOSE_SHUTDOWN : NET_CLOSE_PEER);
 		conn->closing = true;
+	}
 }
 
 void
@@ -687,6 +700,12 @@ net_h2_read_body(NetRequest *req)
 	H2State    *st = state_of(req->conn);
 
 	req->state = NET_REQ_BODY;
+	req->last_data_ms = net_now_ms();
+	/* the body is wanted: open its window beyond the preread */
+	if (nghttp2_session_get_stream_local_window_size(st->session, req->stream_id) +
+		(int32_t) req->raw_len < H2_STREAM_WINDOW)
+		nghttp2_session_set_local_window_size(st->session, NGHTTP2_FLAG_NONE,
+											  req->stream_id, H2_STREAM_WINDOW);
 	if (req->raw_len > 0)
 	{
 		net_body_append(req, req->raw, req->raw_len);
@@ -736,18 +755,12 @@ net_h2_respond(NetRequest *req, int status, const char *const *headers,
 		req->out_off = 0;
 	}
 	/*
-	 * Answered before its body ended: the body is dropped.  One that fits
-	 * the window the client already has needs no window of ours; a larger
-	 * declared one, up to max_drain bytes, is drained (its window given back
-	 * as it is dropped), since clients such as curl fail a request whose
-	 * upload is reset even after a complete answer; any other is reset.
+	 * Answered before its body ended: the body is dropped and the stream
+	 * reset once the answer is out (on_frame_send); no window opens for it.
 	 */
 	if (!req->body_gone)
 	{
 		req->body_refused = true;
-		if (req->content_length < 0 || req->body_status != NET_BODY_OK ||
-			req->content_length > (int64_t) req->conn->limits->max_drain)
-			req->reset_after = true;
 	}
 	req->state = NET_REQ_ANSWERED;
 	req->streaming = stream;
@@ -793,6 +806,57 @@ net_h2_reset(NetRequest *req)
 	nghttp2_submit_rst_stream(st->session, NGHTTP2_FLAG_NONE, req->stream_id,
 							  NGHTTP2_CANCEL);
 	net_conn_kick(req->conn);
+}
+
+/*
+ * Timeouts per stream, so that one stalled stream does not end the others:
+ * a head not complete within header_timeout is reset (CANCEL: there is no
+ * request to answer), a body that stalled for idle_timeout is answered 408
+ * (then reset, as every answer before the end of its body).  Returns
+ * whether a stream is still being read or was just cut: then the
+ * connection is not idle.
+ */
+bool
+net_h2_timeouts(NetConn *conn, int64_t now)
+{
+	H2State    *st = state_of(conn);
+	const NetLimits *lim = conn->limits;
+	bool		reading = false;
+
+	for (NetRequest *req = st->streams; req && !conn->dead; req = req->next_stream)
+	{
+		if (req->state == NET_REQ_HEADERS)
+		{
+			if (now - req->started_ms <= lim->header_timeout_ms)
+				reading = true;
+			else
+			{
+				/* no longer HEADERS: reset once, closed when it goes out */
+				nghttp2_submit_rst_stream(st->session, NGHTTP2_FLAG_NONE, req->stream_id,
+										  NGHTTP2_CANCEL);
+				req->state = NET_REQ_ANSWERED;
+				req->finished = true;
+				reading = true;	/* not idle: the reset is to go out */
+				net_conn_kick(conn);
+			}
+		}
+		else if (req->state == NET_REQ_BODY && !req->body_gone &&
+				 req->body_status == NET_BODY_OK)
+		{
+			if (now - req->last_data_ms <= lim->idle_timeout_ms)
+				reading = true;
+			else
+			{
+				req->state = NET_REQ_HANDLER;
+				conn->handler->on_error(req, 408, "request_timeout", "the request body stalled");
+				if (req->state != NET_REQ_ANSWERED)
+					net_h2_reset(req);
+				reading = true;	/* not idle: the answer is to go out */
+				net_conn_kick(conn);
+			}
+		}
+	}
+	return reading;
 }
 
 /* Draining: no new streams, the open ones finish. */

@@ -12,8 +12,10 @@
  *
  * Timeouts, checked a few times a second: a request head must arrive
  * within header_timeout (slowloris), a connection with no request in
- * progress is closed after idle_timeout, as is one whose reads or writes
- * stalled that long with a request in progress (a zero-window reader).
+ * progress is closed after idle_timeout (unless a request just reached its
+ * socket), as is one whose writes stalled that long (a zero-window
+ * reader); a body upload that stalls that long is answered 408.  Every
+ * close is counted by its cause (NetCloseCause) in /metrics.
  * A connection closed after an answer first shuts down its sending side
  * and reads what the client still sends for a moment (lingering close),
  * so that the answer is not destroyed by a reset.
@@ -37,12 +39,14 @@
 #include "utils/varlena.h"
 
 #include "common/machpay.h"
+#include "common/stats.h"
 #include "net/net_int.h"
 
 #define NET_MAX_LISTENERS	16
 #define NET_LISTEN_BACKLOG	4096
 #define NET_ACCEPT_BATCH	32
 #define NET_READ_CHUNK		(64 * 1024)
+#define NET_HEAD_READ		4096	/* first read of a request */
 #define NET_MAX_EVENTS		128
 #define NET_TIMER_MS		200
 #define NET_LINGER_MS		2000
@@ -68,6 +72,7 @@ static bool draining = false;
 static int64_t last_timer_ms = 0;
 static int	other_fd = -1;		/* one more descriptor the owner watches */
 static int	fd_limit = 1024;
+static bool counting_closes = false;
 
 /* Idle connections hold file descriptors: allow as many as the hard limit. */
 static int
@@ -98,8 +103,8 @@ net_limits_from_settings(NetLimits *l)
 	l->h2_max_streams = machpay_http2_max_streams;
 	l->h2_max_resets = machpay_http2_max_resets;
 	l->h2_max_control = machpay_http2_max_control_frames;
+	l->h2_preread = machpay_http2_body_preread;
 	l->max_output = NET_MAX_OUTPUT;
-	l->max_drain = (size_t) machpay_max_body_size * 2;
 }
 
 /* TLS when both files are set. */
@@ -306,9 +311,41 @@ update_watch(NetConn *conn)
 	}
 }
 
+/* The ingest workers count closes by cause; the relay does not. */
+void
+net_count_closes(bool count)
+{
+	counting_closes = count;
+}
+
+void
+net_count_close(NetCloseCause cause)
+{
+	static const StatCounter counters[NET_CLOSE_CAUSES] = {
+		[NET_CLOSE_UNSET] = STAT_HTTP_CLOSES_OTHER,
+		[NET_CLOSE_PEER] = STAT_HTTP_CLOSES_PEER,
+		[NET_CLOSE_CLIENT_ASKED] = STAT_HTTP_CLOSES_CLIENT_ASKED,
+		[NET_CLOSE_IDLE] = STAT_HTTP_CLOSES_IDLE,
+		[NET_CLOSE_HEADER_TIMEOUT] = STAT_HTTP_CLOSES_HEADER_TIMEOUT,
+		[NET_CLOSE_BODY_TIMEOUT] = STAT_HTTP_CLOSES_BODY_TIMEOUT,
+		[NET_CLOSE_WRITE_STALL] = STAT_HTTP_CLOSES_WRITE_STALL,
+		[NET_CLOSE_REFUSED_BODY] = STAT_HTTP_CLOSES_REFUSED_BODY,
+		[NET_CLOSE_PROTOCOL_ERROR] = STAT_HTTP_CLOSES_PROTOCOL_ERROR,
+		[NET_CLOSE_ABUSE] = STAT_HTTP_CLOSES_ABUSE,
+		[NET_CLOSE_TLS] = STAT_HTTP_CLOSES_TLS,
+		[NET_CLOSE_ERROR] = STAT_HTTP_CLOSES_ERROR,
+		[NET_CLOSE_SHUTDOWN] = STAT_HTTP_CLOSES_SHUTDOWN,
+		[NET_CLOSE_CONNECTION_LIMIT] = STAT_HTTP_CLOSES_CONNECTION_LIMIT,
+	};
+
+	if (counting_closes && cause >= 0 && cause < NET_CLOSE_CAUSES)
+		stats_add(counters[cause], 1);
+}
+
 static void
 conn_free(NetConn *conn)
 {
+	net_count_close(conn->close_cause);
 	if (conn->proto == NET_PROTO_H1)
 		net_h1_free(conn);
 	else if (conn->proto == NET_PROTO_H2)
@@ -342,6 +379,7 @@ accept_batch(int lfd)
 			return;
 		if (draining || nconns >= limits.max_connections)
 		{
+			net_count_close(draining ? NET_CLOSE_SHUTDOWN : NET_CLOSE_CONNECTION_LIMIT);
 			close(fd);
 			continue;
 		}
@@ -422,7 +460,7 @@ linger_read(NetConn *conn)
 
 		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_PEER);
 			return;
 		}
 		if (r < 0)
@@ -430,7 +468,7 @@ linger_read(NetConn *conn)
 		conn->linger_bytes += r;
 		if (conn->linger_bytes > NET_LINGER_MAX_BYTES)
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_REFUSED_BODY);
 			return;
 		}
 	}
@@ -454,7 +492,7 @@ conn_read(NetConn *conn)
 		int			r = net_conn_handshake(conn);
 
 		if (r < 0)
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_TLS);
 		if (r <= 0)
 			return;
 	}
@@ -469,18 +507,49 @@ conn_read(NetConn *conn)
 	while (conn->in_len < NET_READ_CHUNK && budget > 0)
 	{
 		ssize_t		r;
+		size_t		want = 0;
+		size_t		drop = 0;
 
-		if (!net_buf_reserve(&conn->in, &conn->in_cap, conn->in_len, NET_READ_CHUNK))
+		/* a refused HTTP/1.1 body: dropped without being read in */
+		if (conn->proto == NET_PROTO_H1 && conn->in_len == conn->in_off)
+			drop = net_h1_drop_left(conn);
+		if (drop > 0)
 		{
-			net_conn_abort(conn);
-			return;
+			r = net_conn_discard(conn, drop);
+			if (r > 0)
+			{
+				net_h1_dropped(conn, r);
+				budget -= r;
+				conn->last_read_ms = net_now_ms();
+				if ((size_t) r < drop)
+					break;		/* the socket is drained */
+				continue;
+			}
 		}
-		r = net_conn_read(conn, conn->in + conn->in_len, conn->in_cap - conn->in_len);
+		else
+		{
+			if (!net_buf_reserve(&conn->in, &conn->in_cap, conn->in_len, NET_READ_CHUNK))
+			{
+				net_conn_abort_for(conn, NET_CLOSE_ERROR);
+				return;
+			}
+			want = conn->in_cap - conn->in_len;
+			/*
+			 * The start of a request: its head first, in a small read, so
+			 * that a body refused at the head is mostly dropped unread.
+			 */
+			if (conn->in_len == conn->in_off && (conn->proto == NET_PROTO_UNKNOWN ||
+												 (conn->proto == NET_PROTO_H1 &&
+												  net_h1_between_requests(conn))))
+				want = Min(want, NET_HEAD_READ);
+			r = net_conn_read(conn, conn->in + conn->in_len, want);
+		}
 		if (r == -2)
 			break;
 		if (r <= 0)
 		{
 			conn->peer_eof = true;
+			net_conn_close_cause(conn, NET_CLOSE_PEER);
 			/* nothing more to read: close unless an HTTP/1.1 answer is owed */
 			if (r < 0 || !conn->busy || conn->proto != NET_PROTO_H1)
 				net_conn_abort(conn);
@@ -492,11 +561,11 @@ conn_read(NetConn *conn)
 		budget -= r;
 		conn->last_read_ms = net_now_ms();
 		/* a short plain read drained the socket: no need to ask again */
-		if (conn->ssl == NULL && (size_t) r < conn->in_cap - (conn->in_len - r))
+		if (conn->ssl == NULL && (size_t) r < want)
 			short_read = true;
 		if (conn->proto == NET_PROTO_UNKNOWN && !pick_protocol(conn))
 		{
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_ERROR);
 			return;
 		}
 		if (conn->proto == NET_PROTO_H2)
@@ -517,7 +586,7 @@ conn_finish_turn(NetConn *conn)
 
 		proto_process(conn);
 		if (net_conn_flush(conn) < 0)
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_PEER);	/* reset by the client */
 		/* drained: a streaming answer or a waiting pipeline may go on */
 		else if (!(conn->out_len == 0 && before > 0))
 			break;
@@ -534,7 +603,7 @@ conn_finish_turn(NetConn *conn)
 		conn->out_len == conn->out_off)
 	{
 		if (conn->peer_eof)
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_PEER);
 		else
 		{
 			/* answer written: stop sending, drop what still comes */
@@ -554,6 +623,19 @@ conn_finish_turn(NetConn *conn)
 		update_watch(conn);
 }
 
+/*
+ * Bytes that reached the socket since the last read: a connection is not
+ * closed under a request that just came (the client would lose it to a
+ * reset); the next turn reads it.
+ */
+static bool
+request_arriving(NetConn *conn)
+{
+	char		b;
+
+	return recv(conn->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 static void
 check_timeouts(int64_t now)
 {
@@ -562,18 +644,34 @@ check_timeouts(int64_t now)
 	for (NetConn *c = conns; c; c = next)
 	{
 		bool		expired = false;
+		bool		answer = false;	/* HTTP/1.1: 408 if a request began */
+		NetCloseCause cause = NET_CLOSE_IDLE;
 
 		next = c->next;
+		if (c->dead)
+			continue;
 		if (c->lingering)
 			expired = now - c->last_read_ms > NET_LINGER_MS;
 		else if (c->out_len > c->out_off)
+		{
 			expired = now - c->last_write_ms > limits.idle_timeout_ms;
+			cause = NET_CLOSE_WRITE_STALL;
+		}
 		else if (c->head_started_ms != 0 && !c->busy)
-			expired = now - c->head_started_ms > limits.header_timeout_ms;
+		{
+			expired = answer = now - c->head_started_ms > limits.header_timeout_ms &&
+				!request_arriving(c);
+			cause = NET_CLOSE_HEADER_TIMEOUT;
+		}
+		else if (c->proto == NET_PROTO_H2 && net_h2_timeouts(c, now))
+			continue;			/* streams being read time out one by one */
 		else if (!c->busy)
-			expired = now - Max(c->last_read_ms, c->last_write_ms) > limits.idle_timeout_ms;
-		if (expired)
-			net_conn_abort(c);
+			expired = answer = now - Max(c->last_read_ms, c->last_write_ms) > limits.idle_timeout_ms &&
+				!request_arriving(c);
+		if (expired && answer && c->proto == NET_PROTO_H1)
+			net_h1_timeout(c, cause == NET_CLOSE_HEADER_TIMEOUT);
+		else if (expired)
+			net_conn_abort_for(c, cause);
 	}
 }
 
@@ -630,7 +728,7 @@ net_run(void)
 			conn_read(conn);
 		if ((evs[i].events & (EPOLLHUP | EPOLLERR)) && !conn->lingering &&
 			(conn->closing || conn->peer_eof))
-			net_conn_abort(conn);
+			net_conn_abort_for(conn, NET_CLOSE_PEER);
 		net_conn_kick(conn);
 	}
 	while ((conn = net_conn_take_kicked()) != NULL)

@@ -52,6 +52,7 @@ sub new
 	$s->blocking(0);
 	binmode $s;
 	my $self = bless { sock => $s, in => '', frames => [], closed => 0,
+		no_auto_ack => $o{no_auto_ack}, data_sent => {},
 		write_error => undef, server_settings => {}, goaway => undef,
 		bytes_sent => 0 }, $class;
 	if ($o{preface} // 1)
@@ -222,7 +223,44 @@ sub continuation
 sub data
 {
 	my ($self, $stream, $payload, $end_stream) = @_;
+	$self->{data_sent}{$stream} += length $payload;
 	return $self->send_frame($TYPE{DATA}, $end_stream ? END_STREAM : 0, $stream, $payload);
+}
+
+# What the stream's flow-control window lets us send now: the server's
+# initial window (65535 until its SETTINGS came, or while we do not
+# acknowledge them: the server applies them from our ACK), its
+# WINDOW_UPDATEs, less what we sent.
+sub send_window
+{
+	my ($self, $stream) = @_;
+	my $init = $self->{settings_seen} && !$self->{no_auto_ack}
+	  ? $self->{server_settings}{ INITIAL_WINDOW_SIZE() } // 65535 : 65535;
+	return $init + ($self->{window_updates}{$stream} // 0) - ($self->{data_sent}{$stream} // 0);
+}
+
+# DATA as a well-behaved client sends it: in frames of at most 16 kB
+# within the stream's window, waiting (up to $timeout s) for the window to
+# open.  Returns 1 once all is sent.
+sub data_flow
+{
+	my ($self, $stream, $payload, $end_stream, $timeout) = @_;
+	my $end = time + ($timeout // 10);
+	my $off = 0;
+	do
+	{
+		my $win = $self->wait_until(sub { my $w = $_[0]->send_window($stream); $w > 0 ? $w : 0 },
+			$end - time);
+		return 0 if !$win;
+		my $k = length($payload) - $off;
+		$k = $win if $k > $win;
+		$k = 16384 if $k > 16384;
+		my $last = $off + $k == length $payload;
+		$self->data($stream, substr($payload, $off, $k), $end_stream && $last) or return 0;
+		$off += $k;
+	} while ($off < length $payload);
+	$self->data($stream, '', 1) if $end_stream && length($payload) == 0;
+	return 1;
 }
 
 sub rst_stream
@@ -249,7 +287,7 @@ sub request
 	my ($self, $stream, $method, $path, $headers, $body) = @_;
 	my $block = request_block($method, $path, @{ $headers // [] });
 	return $self->headers($stream, $block, end_stream => !defined $body)
-	  && (!defined $body || $self->data($stream, $body, 1));
+	  && (!defined $body || $self->data_flow($stream, $body, 1));
 }
 
 # ---- receiving ------------------------------------------------------

@@ -213,5 +213,187 @@ $node->safe_psql('postgres', 'SELECT machpay.flush()');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM machpay.metrics'), 3,
 	'its three rows are stored');
 
+# ---- Expect: 100-continue ----------------------------------------------
+# A client that waits for 100 before its body and is refused at the headers
+# gets the answer without a 100 and keeps its connection: it need not send
+# the body.  If it sends it anyway (it stopped waiting), a small body is
+# dropped and the connection serves on; a large one closes it.
+
+sub ka_conn
+{
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+		Proto => 'tcp') or die "connect: $!";
+	binmode $s;
+	return { sock => $s, buf => '', closed => 0 };
+}
+
+sub ka_send
+{
+	my ($c, $bytes) = @_;
+	return defined syswrite($c->{sock}, $bytes);
+}
+
+# The next whole answer on the connection, or undef at close or deadline.
+sub ka_answer
+{
+	my ($c, $timeout) = @_;
+	my $end = time + ($timeout // 10);
+	my $sel = IO::Select->new($c->{sock});
+	while (1)
+	{
+		if ($c->{buf} =~ /\AHTTP\/1\.1 (\d{3})[^\r\n]*\r\n((?:[^\r\n]+\r\n)*)\r\n/s)
+		{
+			my ($status, $lines, $hlen) = ($1, $2, length $&);
+			my %h;
+			for (split /\r\n/, $lines)
+			{
+				$h{ lc $1 } = $2 if /^([^:]+):\s*(.*)$/;
+			}
+			my $cl = $h{'content-length'} // 0;
+			if (length($c->{buf}) >= $hlen + $cl)
+			{
+				my $body = substr($c->{buf}, $hlen, $cl);
+				my $raw = substr($c->{buf}, 0, $hlen + $cl, '');
+				return { status => $status, headers => \%h, body => $body, raw => $raw };
+			}
+		}
+		return undef if $c->{closed} || time >= $end;
+		next if !$sel->can_read(0.05);
+		my $n = sysread($c->{sock}, my $buf, 65536);
+		if (!$n)
+		{
+			$c->{closed} = 1;
+			next;
+		}
+		$c->{buf} .= $buf;
+	}
+}
+
+my $expect = 'Expect: 100-continue';
+my $healthz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+my $c = ka_conn();
+ka_send($c, post_head($expect, $json, 'Content-Length: 3000000'));
+$r = ka_answer($c);
+is($r && $r->{status}, 401, 'Expect: 100-continue, no key: 401 at once');
+is(json_error($r // {}), 'unauthorized', 'Expect refused: a JSON error');
+unlike($r ? $r->{raw} : '', qr/ 100 /, 'Expect refused: no 100 Continue before it');
+isnt(lc($r && $r->{headers}{connection} // ''), 'close', 'Expect refused, no body sent: no Connection: close');
+ka_send($c, $healthz);
+$r = ka_answer($c);
+is($r && $r->{status}, 200, 'Expect refused, no body sent: the connection serves the next request');
+ok(!$c->{closed}, 'and stays open');
+close $c->{sock};
+
+$c = ka_conn();
+ka_send($c, post_head($expect, $json, 'Content-Length: 20'));
+$r = ka_answer($c);
+is($r && $r->{status}, 401, 'Expect, 20-byte body: 401 before the body');
+ka_send($c, '[{"source":"log"}]  ' . $healthz);
+$r = ka_answer($c);
+is($r && $r->{status}, 200, 'the body sent after all is dropped; the next request is served');
+is($c->{buf}, '', 'nothing more was answered (the body was not taken for a request)');
+close $c->{sock};
+
+$c = ka_conn();
+ka_send($c, post_head($expect, $json, 'Content-Length: 3000000'));
+$r = ka_answer($c);
+is($r && $r->{status}, 401, 'Expect, 3 MB declared: 401 before the body');
+ka_send($c, '[' . (' ' x 300000));
+$r = ka_answer($c, 10);
+ok(!defined $r && $c->{closed}, 'a large body sent after all: the connection is closed, nothing answered');
+close $c->{sock};
+
+# A refused request whose small body comes anyway (in pieces, after the
+# answer) keeps its connection: the body is dropped, never parsed as a
+# request, and the requests behind it are served in order.
+$c = ka_conn();
+my $small = '[' . (' ' x 99998) . ']';
+my $small_head = post_head($json, 'Content-Length: ' . length $small);
+ka_send($c, $small_head . substr($small, 0, 1000));
+$r = ka_answer($c);
+is($r && $r->{status}, 401, 'no key, 100 kB body: 401 at its head');
+isnt(lc($r && $r->{headers}{connection} // ''), 'close', 'no key, 100 kB body: the connection stays');
+ka_send($c, substr($small, 1000, 50000));
+ka_send($c, substr($small, 51000) . $healthz . $small_head . $small . $healthz);
+for my $want (200, 401, 200)
+{
+	$r = ka_answer($c);
+	is($r && $r->{status}, $want, "then $want on the same connection");
+}
+ok(!$c->{closed}, 'the connection stays open throughout');
+close $c->{sock};
+
+# An accepted request still gets its 100 Continue.
+$c = ka_conn();
+my $ev = json_array(gateway_event());
+ka_send($c, post_head($expect, $key, $json, 'Content-Length: ' . length $ev));
+$r = ka_answer($c);
+is($r && $r->{status}, 100, 'Expect, a request that will be read: 100 Continue');
+ka_send($c, $ev);
+$r = ka_answer($c);
+is($r && $r->{status}, 202, 'then its body is read: 202');
+close $c->{sock};
+
+# ---- timeouts: 408 once a request began, a silent close otherwise -------
+
+$node->append_conf('postgresql.conf', "machpay.http_header_timeout = 1s\nmachpay.http_idle_timeout = 2s\n");
+$node->reload;
+{
+	# The worker applies a reload at its next loop turn: wait until a head
+	# sent in pieces is cut at the new timeout (well before the old 10 s).
+	my $end = time + 20;
+	my $r;
+	do { $r = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n", undef, 5) }
+	  while (!$r->{closed} && time < $end);
+}
+
+# A head that never completes: 408, JSON, closed.
+$r = exchange("POST /v1/ingest HTTP/1.1\r\nHost: x\r\n$key\r\n", undef, 20);
+is($r->{status}, 408, 'a request head not complete within http_header_timeout: 408');
+like($r->{headers}{'content-type'} // '', qr{^application/json}, '408: answered as JSON');
+is(json_error($r), 'request_timeout', '408: error code request_timeout');
+like($r->{body}, qr/"message":"[^"]+"/, '408: a message says why');
+ok($r->{closed}, '408: the connection is closed');
+
+# Only the request line's first bytes: a request began all the same.
+$r = exchange("POS", undef, 20);
+is($r->{status}, 408, 'three bytes of a request line: 408');
+
+# Nothing sent: closed without an answer.
+$r = exchange('', undef, 20);
+ok($r->{closed}, 'a connection that sends nothing is closed');
+is($r->{raw}, '', 'without any answer');
+
+# An idle keep-alive connection after an answer: closed at
+# http_idle_timeout with no second answer; blank lines are no request.
+$r = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\r\n", undef, 20);
+is($r->{status}, 200, 'keep-alive: the request is answered');
+ok($r->{closed}, 'keep-alive: the idle connection is closed');
+my @answers = $r->{raw} =~ m{^HTTP/1\.1 \d+}mg;
+is(scalar @answers, 1, 'keep-alive: one answer only, no 408 for an idle connection')
+  or diag($r->{raw});
+
+# A body that stalls: 408, closed.
+$r = exchange(post_head($key, $json, 'Content-Length: 100'), '[{"source"', 20);
+is($r->{status}, 408, 'a body that stalls for http_idle_timeout: 408');
+is(json_error($r), 'request_timeout', 'stalled body: error code request_timeout');
+ok($r->{closed}, 'stalled body: the connection is closed');
+
+$m = http_req($port, path => '/metrics')->{body};
+my ($n408) = $m =~ /^machpay_http_requests_total\{status="408"\} (\d+)/m;
+cmp_ok($n408 // 0, '>=', 3, '408 counted in /metrics');
+
+# Every close of the server counted by its cause.
+my %closed = $m =~ /^machpay_http_connections_closed_total\{cause="(\w+)"\} (\d+)/mg;
+diag(join(', ', map { "$_ $closed{$_}" } sort keys %closed));
+cmp_ok($closed{header_timeout} // 0, '>=', 3, 'closes by header timeout counted (two 408, one silent)');
+cmp_ok($closed{idle_timeout} // 0, '>=', 1, 'closes by idle timeout counted');
+cmp_ok($closed{body_timeout} // 0, '>=', 1, 'closes by a stalled body counted');
+cmp_ok($closed{refused_body} // 0, '>=', 8, 'closes after a refusal before a large body counted');
+cmp_ok($closed{protocol_error} // 0, '>=', 2, 'closes after a protocol error counted (smuggling, chunking)');
+cmp_ok($closed{peer} // 0, '>=', 1, 'closes by the client counted');
+is($closed{other} // -1, 0, 'no close without a cause');
+
 $node->stop;
 done_testing();

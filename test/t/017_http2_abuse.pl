@@ -4,7 +4,7 @@
 # reset, CONTINUATION floods, oversized header blocks, SETTINGS/PING/
 # WINDOW_UPDATE floods, too many concurrent streams and a zero-window reader
 # each meet a limit, while /healthz on another connection keeps its latency
-# and the worker stays the same process.
+# and the worker stays the same process.  Timeouts apply per stream.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -90,6 +90,8 @@ sub h2_conn
 my $body = json_array(gateway_event());
 my $c = h2_conn();
 ok($c->{settings_seen}, 'the server sends its SETTINGS after the preface');
+is($c->{server_settings}{ H2Raw::INITIAL_WINDOW_SIZE() }, 0,
+	'SETTINGS_INITIAL_WINDOW_SIZE 0: no body byte before the head is decided');
 $c->request(1, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json',
 	'content-length' => length($body)], $body);
 my $st = $c->wait_stream_done(1, 10);
@@ -132,8 +134,71 @@ for my $case (
 	my $win = $c->{server_settings}{ H2Raw::INITIAL_WINDOW_SIZE() } // 65535;
 	cmp_ok($win + ($c->{window_updates}{1} // 0), '<', $declared,
 		"$what: the stream window ($win) never covered the declared body");
+	# RFC 9113 §8.1: the complete answer, then RST_STREAM NO_ERROR.
+	$c->wait_until(sub { defined $_[0]->{streams}{1}{rst} }, 10);
+	my @on1 = grep { $_->{stream} == 1 } @{ $c->{frames} };
+	my $order = join(' ', map {
+		$_->{name} . ($_->{flags} & H2Raw::END_STREAM && $_->{name} =~ /DATA|HEADERS/ ? '+END' : '')
+	} @on1);
+	like($order, qr/^HEADERS (?:DATA )*DATA\+END RST_STREAM$/,
+		"$what: HEADERS, DATA with END_STREAM, then RST_STREAM ($order)");
+	is($st && $st->{rst}, H2Raw::NO_ERROR, "$what: the reset is NO_ERROR");
+	# The same connection serves the next request.
+	my $next = json_array(gateway_event($GATEWAY_ID, int(time) - 600 - length($what)));
+	$c->request(3, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json',
+		'content-length' => length($next)], $next);
+	my $st3 = $c->wait_stream_done(3, 10);
+	is($st3 && $st3->{status}, '202', "$what: the next stream on the connection is served");
 	$c->close;
 }
+is(stored_rows(), 9, 'the requests after the refusals stored their rows');
+
+# Refused bodies already in flight fill the connection window, never the
+# streams': the server gives the connection window back (it never opens a
+# stream's), so a client whose refused streams sent 1.5 MB (more than the
+# connection window) is still served on the same connection.  A server
+# that did not would see a flow-control error on the last stream.  The
+# client does not acknowledge the server's SETTINGS, so its streams keep
+# the window of RFC 9113 (65535) that a client has before they apply.
+{
+	$c = h2_conn(no_auto_ack => 1);
+	my $win = 65535;
+	my $chunk = 'x' x 16384;
+	my $sent = 0;
+	my $id = 1;
+	my $refused = 0;
+	while ($sent < 1536 * 1024)
+	{
+		$c->headers($id, H2Raw::request_block('POST', '/v1/ingest', 'content-type' => 'application/json',
+			'content-length' => 4000000), end_stream => 0);
+		# The whole stream window, as a client that sent before the answer.
+		for (my $n = 0; $n < $win; $n += 16384)
+		{
+			my $k = $win - $n < 16384 ? $win - $n : 16384;
+			$c->data($id, substr($chunk, 0, $k), 0);
+			$sent += $k;
+		}
+		last if $win == 0;
+		my $s = $c->wait_until(sub { my $x = $_[0]->stream($id); $x && defined $x->{rst} ? $x : undef }, 10);
+		$refused++ if $s && ($s->{status} // '') eq '401' && $s->{rst} == H2Raw::NO_ERROR;
+		$id += 2;
+	}
+	my $n = ($id - 1) / 2;
+	is($refused, $n, "$n refused streams, each answered 401 then reset NO_ERROR");
+	my $stream_updates = grep { $_ != 0 } keys %{ $c->{window_updates} // {} };
+	is($stream_updates, 0, 'no WINDOW_UPDATE for any refused stream');
+	my $next = json_array(gateway_event($GATEWAY_ID, int(time) - 900));
+	$c->request($id, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json',
+		'content-length' => length($next)], $next);
+	$st = $c->wait_stream_done($id, 10);
+	diag(sprintf('%d KB of refused DATA sent; connection WINDOW_UPDATEs: %d bytes',
+		$sent / 1024, $c->{window_updates}{0} // 0));
+	is($st && $st->{status}, '202', 'after 1.5 MB of refused DATA the connection still serves a POST');
+	ok(!$c->{goaway}, 'no GOAWAY (no flow-control error)')
+	  or diag("GOAWAY $c->{goaway}{code}");
+	$c->close;
+}
+is(stored_rows(), 12, 'and its rows are stored');
 
 # ---- too many concurrent streams ----------------------------------------
 
@@ -160,11 +225,11 @@ ok(@refused >= $extra || ($c->{goaway} && $c->{goaway}{code} != 0),
 	sprintf('streams over the limit are refused (%d reset, goaway %s)',
 		scalar @refused, $c->{goaway} ? $c->{goaway}{code} : 'none'));
 # The first stream is still served once its body arrives.
-$c->data(1, $body, 1);
+$c->data_flow(1, $body, 1);
 $st = $c->wait_stream_done(1, 10);
 is($st && $st->{status}, '202', 'a stream within the limit completes with 202');
 $c->close;
-is(stored_rows(), 6, 'only that request stored rows');
+is(stored_rows(), 15, 'only that request stored rows');
 
 # ---- oversized header block ---------------------------------------------
 
@@ -472,6 +537,60 @@ with_prober('CONTINUATION flood', sub {
 });
 still_alive('CONTINUATION flood');
 
-is(stored_rows(), 6, 'no rows from any of the abuse');
+is(stored_rows(), 15, 'no rows from any of the abuse');
+
+# ---- timeouts per stream ------------------------------------------------
+# A stream whose body stalls for http_idle_timeout is answered 408 (then
+# reset, its body unread); one whose head does not complete within
+# http_header_timeout is reset with CANCEL.  Other streams on the same
+# connection are served meanwhile and after.
+
+$node->append_conf('postgresql.conf', "machpay.http_header_timeout = 1s\nmachpay.http_idle_timeout = 2s\n");
+$node->reload;
+{
+	# The worker applies a reload at its next loop turn.
+	my $end = time + 20;
+	my $cut;
+	while (!$cut && time < $end)
+	{
+		my $p = h2_conn();
+		$p->headers(1, H2Raw::request_block('GET', '/healthz'), end_stream => 0, end_headers => 0);
+		$cut = $p->wait_until(sub { defined(($_[0]->stream(1) // {})->{rst}) }, 5);
+		$p->close;
+	}
+	ok($cut, 'the shorter timeouts are applied on reload');
+}
+
+$c = h2_conn();
+$c->headers(1, H2Raw::request_block('POST', '/v1/ingest', @auth, 'content-type' => 'application/json',
+	'content-length' => 1000), end_stream => 0);
+$c->data_flow(1, '[{"source"', 0);
+$body = json_array(gateway_event($GATEWAY_ID, int(time) - 1200));
+$c->request(3, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json',
+	'content-length' => length($body)], $body);
+$st = $c->wait_stream_done(3, 10);
+is($st && $st->{status}, '202', 'beside a stalled body, another stream is served');
+$st = $c->wait_until(sub { my $s = $_[0]->stream(1); $s && defined $s->{rst} ? $s : undef }, 20);
+is($st && $st->{status}, '408', 'a stream whose body stalls: 408');
+is(json_error($st && $st->{body}), 'request_timeout', '408: error code request_timeout');
+ok($st && $st->{end_stream}, '408: a complete answer (END_STREAM)');
+is($st && $st->{rst}, H2Raw::NO_ERROR, '408: then RST_STREAM NO_ERROR');
+$body = json_array(gateway_event($GATEWAY_ID, int(time) - 1500));
+$c->request(5, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json',
+	'content-length' => length($body)], $body);
+$st = $c->wait_stream_done(5, 10);
+is($st && $st->{status}, '202', 'after the 408, the connection serves the next stream');
+ok(!$c->{goaway}, 'no GOAWAY on that connection');
+$c->close;
+
+$c = h2_conn();
+$c->headers(1, H2Raw::request_block('POST', '/v1/ingest', @auth), end_stream => 0, end_headers => 0);
+$st = $c->wait_until(sub { my $s = $_[0]->stream(1); $s && defined $s->{rst} ? $s : undef }, 20);
+is($st && $st->{rst}, H2Raw::CANCEL, 'a stream whose head never completes: RST_STREAM CANCEL');
+ok(!defined($st && $st->{status}), 'no answer for a request that never was');
+$c->close;
+
+is(stored_rows(), 21, 'the streams served beside the timeouts stored their rows');
+still_alive('timeouts');
 $node->stop;
 done_testing();
