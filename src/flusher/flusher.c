@@ -177,6 +177,29 @@ apply_lock_timeout(void)
 	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_OVERRIDE);
 }
 
+/*
+ * The commit itself waits without machpay.flush_lock_timeout.  A commit
+ * that notifies takes PostgreSQL's notify lock, which any other notifying
+ * commit holds until its WAL is flushed; on a slow disk that wait passed
+ * the timeout, and a batch written in full was rolled back and retried,
+ * over and over, until /readyz said 503 and batches reached the drop
+ * window.  Whoever holds that lock is already committing.
+ */
+static void
+commit_without_lock_timeout(void)
+{
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	PG_TRY();
+	{
+		CommitTransactionCommand();
+	}
+	PG_FINALLY();
+	{
+		apply_lock_timeout();
+	}
+	PG_END_TRY();
+}
+
 static void
 flusher_on_exit(int code, Datum arg)
 {
@@ -477,7 +500,7 @@ write_and_commit(FlushAttempt *a)
 		return;
 	}
 	PopActiveSnapshot();
-	CommitTransactionCommand();
+	commit_without_lock_timeout();
 	a->txn = TXN_COMMITTED;
 	buffer_flusher_note(FLUSH_NOTE_WRITABLE);
 }
