@@ -43,6 +43,7 @@ typedef struct BufferTicket
 } BufferTicket;
 
 /* Producer side (ingest workers). */
+extern bool buffer_available(void);	/* in shared_preload_libraries */
 extern bool buffer_accepting(void);	/* a flusher is attached, not shutting down */
 extern bool buffer_has_room(Size bytes);	/* cheap pre-check before parsing */
 extern BufferRoom buffer_room(Size bytes);	/* the same, intents-aware */

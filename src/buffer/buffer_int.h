@@ -97,7 +97,6 @@ typedef void (*buffer_take_cb) (BufferEntry *entry, uint64 off, void *arg);
 /* Does this process hold a lock the writer `pid` waits for? */
 typedef bool (*buffer_blocks_cb) (pid_t pid);
 
-extern bool buffer_available(void);
 extern int	buffer_flusher_attach(int slot, BufferQueueId queue, bool accepting,
 								  buffer_take_cb take, void *arg);
 extern void buffer_flusher_set_accepting(bool accepting);
