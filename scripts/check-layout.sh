@@ -13,7 +13,9 @@
 #  2. The mapper's core objects and the ingest answer (what the fuzzer
 #     links) call no SQL, no transaction, no ereport: checked on the built
 #     objects with nm.
-#  3. src/common/ shares no header name with PostgreSQL's own common/
+#  3. A folder's internal header (src/buffer/buffer_int.h) is included in
+#     its folder only: the others use the folder's public API (buffer.h).
+#  4. src/common/ shares no header name with PostgreSQL's own common/
 #     (an include of "common/x.h" would silently pick the wrong one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +47,15 @@ for from in $folders; do
   done
 done
 
+# Internal headers stay in their folder.
+for file in $(grep -l '^#include "buffer/buffer_int.h"' src/*/*.[ch] fuzz/*.[ch] 2>/dev/null || true); do
+  case $file in
+    src/buffer/*) ;;
+    *) echo "check-layout: $file includes buffer/buffer_int.h: outside src/buffer/ use buffer/buffer.h" >&2
+       status=1 ;;
+  esac
+done
+
 # PostgreSQL's common/ headers an include of ours could be mistaken for.
 pgcommon="$($PG_CONFIG --includedir-server)/common"
 for h in src/common/*.h; do
@@ -67,5 +78,5 @@ for obj in src/mapper/mapper.o src/mapper/mapper_json.o src/mapper/rowbuf.o src/
   fi
 done
 
-[ $status -eq 0 ] && echo "check-layout: folders one way, mapper core free of SQL: ok"
+[ $status -eq 0 ] && echo "check-layout: folders one way, buffer internals private, mapper core free of SQL: ok"
 exit $status

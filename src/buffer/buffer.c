@@ -34,6 +34,7 @@
 #include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -312,10 +313,10 @@ buffer_has_room(Size bytes)
 }
 
 BufferPutStatus
-buffer_put(const MapResult *result, BufferTicket *ticket)
+buffer_put(const BufferRows *rows, BufferTicket *ticket)
 {
-	Size		rows_len = result->rows.len;
-	int			nintents = result->nintents;
+	Size		rows_len = rows->len;
+	int			nintents = rows->nintents;
 	Size		needed = entry_bytes(nintents, rows_len);
 	Size		waste;
 	uint64		off;
@@ -338,7 +339,7 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 	if (buf == NULL)
 		return BUFFER_PUT_UNAVAILABLE;
 	for (int i = 0; i < EVENT_SOURCE_COUNT; i++)
-		nevents += (int) result->events_by_source[i];
+		nevents += (int) rows->events_by_source[i];
 
 	SpinLockAcquire(&buf->mutex);
 	if (!any_writer() || buf->shutdown)
@@ -431,11 +432,11 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 	entry->ticket_generation = generation;
 	entry->put_at = now;
 	for (int i = 0; i < EVENT_SOURCE_COUNT; i++)
-		entry->events_by_source[i] = result->events_by_source[i];
+		entry->events_by_source[i] = rows->events_by_source[i];
 	for (int i = 0; i <= ROW_KIND_MAX; i++)
-		entry->nrows[i] = result->nrows[i];
+		entry->nrows[i] = rows->nrows[i];
 	if (rows_len > 0)
-		memcpy(BUFFER_ENTRY_ROWS(entry), result->rows.data, rows_len);
+		memcpy(BUFFER_ENTRY_ROWS(entry), rows->data, rows_len);
 
 	SpinLockAcquire(&buf->mutex);
 	entry->state = ENTRY_READY;
@@ -1108,6 +1109,28 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 		SetLatch(wake);
 	if (failed_now)
 		stats_add(STAT_INTENTS_FAILED, e->nintents);
+}
+
+BufferEntry *
+buffer_entry_copy_telemetry(const BufferEntry *e, const char *rows, Size rows_len)
+{
+	BufferEntry *copy = MemoryContextAllocZero(TopMemoryContext,
+											   MAXALIGN(sizeof(BufferEntry)) + rows_len);
+
+	copy->kind = ENTRY_ROWS;
+	copy->state = ENTRY_TAKEN;
+	copy->seq = e->seq;
+	copy->rows_len = rows_len;
+	copy->nevents = e->nevents - (int32) e->events_by_source[SOURCE_PAYMENT_INTENT];
+	copy->nintents = 0;
+	copy->ticket_slot = -1;
+	copy->put_at = e->put_at;
+	memcpy(copy->events_by_source, e->events_by_source, sizeof(copy->events_by_source));
+	copy->events_by_source[SOURCE_PAYMENT_INTENT] = 0;
+	memcpy(copy->nrows, e->nrows, sizeof(copy->nrows));
+	copy->nrows[ROW_INTENT] = 0;
+	memcpy(BUFFER_ENTRY_ROWS(copy), rows, rows_len);
+	return copy;
 }
 
 /* Seq of the first entry at or after `pos` in q, or seq_next.  Mutex held. */

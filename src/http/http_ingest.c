@@ -472,14 +472,14 @@ http_ingest_body(NetRequest *req)
 	{
 		/* Dead letters of the rejected events, if the buffer has room. */
 		if (result.rows.len > 0 && result.nintents == 0)
-			(void) buffer_put(&result, &ticket);
+			(void) ingest_put(&result, &ticket);
 		count_events(&result, true);
 		ingest_response_json(&out, &result, NULL, 0);
 		http_reply_json(req, 422, NULL, out.data, out.len);
 		return;
 	}
 
-	put = result.rows.len > 0 ? buffer_put(&result, &ticket) : BUFFER_PUT_OK;
+	put = result.rows.len > 0 ? ingest_put(&result, &ticket) : BUFFER_PUT_OK;
 	switch (put)
 	{
 		case BUFFER_PUT_OK:

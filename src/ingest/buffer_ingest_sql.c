@@ -68,7 +68,7 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 
 	if (result.rows.len > 0)
 	{
-		st = buffer_put(&result, &ticket);
+		st = ingest_put(&result, &ticket);
 		if (st == BUFFER_PUT_FULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

@@ -13,8 +13,9 @@
 #ifndef MACHPAY_INGEST_H
 #define MACHPAY_INGEST_H
 
-#include "mapper/mapper.h"
+#include "buffer/buffer.h"
 #include "ingest/ingest_response.h"
+#include "mapper/mapper.h"
 
 /* What the mapper takes from tables: read by SPI, so cached by the HTTP workers. */
 typedef struct IngestSettings
@@ -41,6 +42,13 @@ extern TimestampTz ingest_receipt_time(void);
  */
 extern void ingest_prepare(MapOptions *opts, const IngestSettings *settings,
 						   const char *bound_entity, int64 body_bytes);
+
+/*
+ * Put the mapped rows of an accepted payload into the shared buffer (the
+ * buffer takes rows and counts, not the mapper's result); a ticket is
+ * issued when they include payment intents.
+ */
+extern BufferPutStatus ingest_put(const MapResult *result, BufferTicket *ticket);
 
 /*
  * A refused payload in SQL: ERROR with the one SQLSTATE and wording per

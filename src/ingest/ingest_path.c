@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * ingest_path.c
  *	  The one ingest path's setup and refusal: the settings loader, the
- *	  receipt clock, ingest_prepare() and the SQL error of a refused payload.
+ *	  receipt clock, ingest_prepare(), the hand-over of rows to the buffer
+ *	  and the SQL error of a refused payload.
  *
  * Every front end (HTTP, machpay.ingest(), machpay.buffer_ingest(), the
  * previews) prepares its mapper options here, so a payload is checked
@@ -104,6 +105,20 @@ ingest_prepare(MapOptions *opts, const IngestSettings *settings,
 	opts->max_rejects = machpay_max_rejects_per_request;
 	opts->max_rows_per_body_byte = machpay_max_rows_per_body_byte;
 	opts->body_bytes = body_bytes;
+}
+
+BufferPutStatus
+ingest_put(const MapResult *result, BufferTicket *ticket)
+{
+	BufferRows	rows;
+
+	rows.data = result->rows.data;
+	rows.len = result->rows.len;
+	rows.nintents = result->nintents;
+	memcpy(rows.nrows, result->nrows, sizeof(rows.nrows));
+	memcpy(rows.events_by_source, result->events_by_source,
+		   sizeof(rows.events_by_source));
+	return buffer_put(&rows, ticket);
 }
 
 /*

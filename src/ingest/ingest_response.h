@@ -13,6 +13,7 @@
 #ifndef MACHPAY_INGEST_RESPONSE_H
 #define MACHPAY_INGEST_RESPONSE_H
 
+#include "buffer/buffer.h"
 #include "mapper/mapper.h"
 
 /*

@@ -107,14 +107,6 @@ extern void map_json_text(const char *body, size_t len, bool ndjson,
 extern void map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result);
 #endif
 
-/* The outcome of one stored intent, in the order of the batch's ROW_INTENT rows. */
-typedef struct IntentOutcome
-{
-	int32		event_index;
-	unsigned char id[16];		/* uuid */
-	bool		duplicate;
-} IntentOutcome;
-
 /* A JSON string literal of len bytes of s, escaped as labels are. */
 extern void map_json_string(StringInfo out, const char *s, size_t len);
 
