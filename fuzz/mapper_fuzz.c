@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * mapper_fuzz.c
  *	  libFuzzer harness for the event mapper (src/mapper/mapper*.c) compiled as
- *	  frontend code: request text in, rows and a response body out.
+ *	  frontend code: request text in, rows and a response body
+ *	  (src/ingest/ingest_response.c) out.
  *
  * The first input byte selects the options (bit 0: NDJSON, bit 1: a key
  * bound to one entity, bit 2: no dead-letter rows, bit 3: tiny limits so
@@ -16,6 +17,7 @@
 #include "postgres_fe.h"
 
 #include "fe_alloc.h"
+#include "ingest/ingest_response.h"
 #include "mapper/mapper.h"
 
 /* The examples' period_end (1700000060) plus 10 s, as a TimestampTz. */
@@ -98,10 +100,10 @@ run_one(const uint8_t *data, size_t size, bool print)
 	{
 		IntentOutcome *intents = palloc0(sizeof(IntentOutcome) * result.nintents);
 
-		map_response_json(&out, &result, intents, result.nintents);
+		ingest_response_json(&out, &result, intents, result.nintents);
 	}
 	else
-		map_response_json(&out, &result, NULL, 0);
+		ingest_response_json(&out, &result, NULL, 0);
 
 	if (print)
 	{

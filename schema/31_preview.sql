@@ -1,4 +1,4 @@
--- Dry runs of the event mapper (src/mapper/mapper_sql.c): one row per row an ingest
+-- Dry runs of the event mapper (src/ingest/preview_sql.c): one row per row an ingest
 -- of the payload would produce, plus one row per rejected event (kind
 -- 'error', detail {"code", "message"}); no table is written.
 -- include_rejects adds the dead-letter rows (kind 'reject'); bound_entity

@@ -1,4 +1,4 @@
--- The shared-memory buffer from SQL (src/buffer/buffer_sql.c): flush it now, or ingest
+-- The shared-memory buffer from SQL (src/buffer/buffer_sql.c, src/ingest/buffer_ingest_sql.c): flush it now, or ingest
 -- through it ("asynchronous ingest": committed by the flusher, not by the
 -- caller's transaction).
 

@@ -34,6 +34,7 @@
 #include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -53,29 +54,88 @@
  */
 #define TICKET_INLINE_OUTCOMES	8
 
+/*
+ * A ticket slot's life.  The producer is the request that put the entry
+ * and waits for its answer; a writer commits it.  *Undecided* states are
+ * PENDING, CLAIMED, CLAIMED_LEFT and LEFT; *claimed* ones (a commit is
+ * under way: the deadline does not apply) CLAIMED and CLAIMED_LEFT.
+ *
+ *   FREE -> PENDING             a request with intents is put (buffer_put)
+ *   PENDING -> CLAIMED          a writer is about to commit (buffer_claim_tickets)
+ *   CLAIMED -> PENDING          that attempt failed; retried (buffer_unclaim_tickets,
+ *                               or a claim of the batch that did not succeed)
+ *   CLAIMED -> COMMITTED|FAILED the writer decided it (buffer_entry_finish)
+ *   PENDING -> FAILED           the deadline passed unclaimed (buffer_ticket_poll,
+ *                               buffer_entry_ticket_live)
+ *   PENDING -> FREE             the producer gave up (buffer_ticket_release):
+ *                               its entry is never committed
+ *   CLAIMED -> CLAIMED_LEFT     the producer left during the commit
+ *                               (buffer_ticket_release)
+ *   CLAIMED_LEFT -> FREE        decided, nobody to tell (buffer_entry_finish)
+ *   CLAIMED_LEFT -> LEFT        that attempt failed (as CLAIMED -> PENDING)
+ *   LEFT -> CLAIMED_LEFT        retried (as PENDING -> CLAIMED)
+ *   LEFT -> FAILED | FREE       as from PENDING: deadline; decided by a writer
+ *   COMMITTED|FAILED -> FREE    the producer took the answer (buffer_ticket_release),
+ *                               or never will: TICKET_ABANDON_MS after, or its
+ *                               process is gone (advance_queue_head)
+ */
 typedef enum TicketSlotState
 {
 	SLOT_FREE,
-	SLOT_PENDING,
-	SLOT_COMMITTED,
-	SLOT_FAILED,
+	SLOT_PENDING,				/* waiting for a writer; fails at its deadline */
+	SLOT_CLAIMED,				/* a writer is committing it */
+	SLOT_CLAIMED_LEFT,			/* being committed; its producer left */
+	SLOT_LEFT,					/* its producer left during a failed commit */
+	SLOT_COMMITTED,				/* outcomes posted */
+	SLOT_FAILED,				/* could not be committed: the request gets 503 */
 } TicketSlotState;
 
 typedef struct TicketSlot
 {
 	TicketSlotState state;
-	bool		claimed;		/* the flusher is committing it: do not expire */
-	bool		released;		/* its producer left while it was claimed */
 	uint64		generation;
 	BufferQueueId queue;		/* of its entry */
 	uint64		entry_off;		/* logical offset of its entry */
 	int			nintents;
 	Latch	   *producer;
 	pid_t		producer_pid;
-	TimestampTz deadline;		/* PENDING past this fails (unless claimed) */
+	TimestampTz deadline;		/* undecided past this fails (unless claimed) */
 	TimestampTz done_at;		/* when it became COMMITTED/FAILED */
 	IntentOutcome outcomes[TICKET_INLINE_OUTCOMES];
 } TicketSlot;
+
+static inline bool
+slot_undecided(const TicketSlot *t)
+{
+	return t->state == SLOT_PENDING || t->state == SLOT_CLAIMED ||
+		t->state == SLOT_CLAIMED_LEFT || t->state == SLOT_LEFT;
+}
+
+static inline bool
+slot_claimed(const TicketSlot *t)
+{
+	return t->state == SLOT_CLAIMED || t->state == SLOT_CLAIMED_LEFT;
+}
+
+/* PENDING -> CLAIMED, LEFT -> CLAIMED_LEFT */
+static inline void
+slot_claim(TicketSlot *t)
+{
+	if (t->state == SLOT_PENDING)
+		t->state = SLOT_CLAIMED;
+	else if (t->state == SLOT_LEFT)
+		t->state = SLOT_CLAIMED_LEFT;
+}
+
+/* CLAIMED -> PENDING, CLAIMED_LEFT -> LEFT */
+static inline void
+slot_unclaim(TicketSlot *t)
+{
+	if (t->state == SLOT_CLAIMED)
+		t->state = SLOT_PENDING;
+	else if (t->state == SLOT_CLAIMED_LEFT)
+		t->state = SLOT_LEFT;
+}
 
 /* One ring and its cursors. */
 typedef struct BufferQueue
@@ -311,47 +371,27 @@ buffer_has_room(Size bytes)
 	return buffer_room(bytes) == BUFFER_ROOM_ANY;
 }
 
-BufferPutStatus
-buffer_put(const MapResult *result, BufferTicket *ticket)
+/* Where a put landed: its entry in a queue and its ticket (slot -1: none). */
+typedef struct PutPlace
 {
-	Size		rows_len = result->rows.len;
-	int			nintents = result->nintents;
-	Size		needed = entry_bytes(nintents, rows_len);
-	Size		waste;
-	uint64		off;
-	uint64		seq;
-	int			slot = -1;
-	uint64		generation = 0;
-	int			nevents = 0;
-	BufferEntry *entry;
 	BufferQueueId qid;
-	BufferQueue *q;
-	Latch	   *wake[BUFFER_MAX_WRITERS];
-	int			nwake = 0;
-	TimestampTz now = GetCurrentTimestamp();
+	BufferEntry *entry;
+	int			slot;
+	uint64		generation;
+} PutPlace;
 
-	if (ticket)
-	{
-		ticket->slot = -1;
-		ticket->generation = 0;
-	}
-	if (buf == NULL)
-		return BUFFER_PUT_UNAVAILABLE;
-	for (int i = 0; i < EVENT_SOURCE_COUNT; i++)
-		nevents += (int) result->events_by_source[i];
+/*
+ * Bytes to skip at the ring's end before an entry of `needed` bytes (it
+ * never wraps), or -1 when the queue has no room for it.  An empty queue
+ * restarts at the ring's beginning rather than wrap.  Mutex held.
+ */
+static int64
+queue_fit(BufferQueue *q, Size needed)
+{
+	Size		waste = wrap_waste(q, q->reserve, needed);
 
-	SpinLockAcquire(&buf->mutex);
-	if (!any_writer() || buf->shutdown)
-	{
-		SpinLockRelease(&buf->mutex);
-		return BUFFER_PUT_UNAVAILABLE;
-	}
-	qid = queue_for(nintents, needed);
-	q = &buf->queues[qid];
-	waste = wrap_waste(q, q->reserve, needed);
 	if (waste > 0 && q->head == q->reserve)
 	{
-		/* Empty: restart at the ring's beginning rather than wrap. */
 		q->reserve += waste;
 		q->head = q->reserve;
 		q->take = q->reserve;
@@ -359,27 +399,31 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 	}
 	if (needed > q->capacity ||
 		q->reserve - q->head + waste + needed > q->capacity)
-	{
-		SpinLockRelease(&buf->mutex);
-		return BUFFER_PUT_FULL;
-	}
-	if (nintents > 0)
-	{
-		/* Linear scan: the table is small and this runs once per intent request. */
-		for (int i = 0; i < BUFFER_TICKETS; i++)
-		{
-			if (buf->tickets[i].state == SLOT_FREE)
-			{
-				slot = i;
-				break;
-			}
-		}
-		if (slot < 0)
-		{
-			SpinLockRelease(&buf->mutex);
-			return BUFFER_PUT_FULL;
-		}
-	}
+		return -1;
+	return (int64) waste;
+}
+
+/* A free ticket slot, or -1.  Mutex held. */
+static int
+ticket_find_free(void)
+{
+	/* Linear scan: the table is small and this runs once per intent request. */
+	for (int i = 0; i < BUFFER_TICKETS; i++)
+		if (buf->tickets[i].state == SLOT_FREE)
+			return i;
+	return -1;
+}
+
+/*
+ * Take `needed` bytes after skipping `waste` at the ring's end, and give
+ * them an entry header (RESERVED).  Returns the entry's offset.  Mutex held.
+ */
+static uint64
+queue_reserve(BufferQueue *q, BufferQueueId qid, Size waste, Size needed)
+{
+	BufferEntry *entry;
+	uint64		off;
+
 	if (waste > 0)
 	{
 		/* Mark the skipped tail so the writers jump it. */
@@ -395,61 +439,142 @@ buffer_put(const MapResult *result, BufferTicket *ticket)
 	}
 	off = q->reserve;
 	q->reserve += needed;
-	seq = buf->seq_next++;
 	entry = ENTRY_AT(q, off);
 	entry->kind = ENTRY_ROWS;
 	entry->state = ENTRY_RESERVED;
-	entry->seq = seq;
+	entry->seq = buf->seq_next++;
 	entry->total = needed;
 	entry->queue = qid;
 	entry->taken_by = -1;
-	if (slot >= 0)
+	return off;
+}
+
+/* FREE -> PENDING: the ticket of the entry at `off`.  Mutex held. */
+static uint64
+ticket_open(int slot, BufferQueueId qid, uint64 off, int nintents, TimestampTz now)
+{
+	TicketSlot *t = &buf->tickets[slot];
+
+	t->state = SLOT_PENDING;
+	t->generation++;
+	t->queue = qid;
+	t->entry_off = off;
+	t->nintents = nintents;
+	t->producer = MyProc ? &MyProc->procLatch : NULL;
+	t->producer_pid = MyProcPid;
+	t->deadline = TimestampTzPlusMilliseconds(now, BUFFER_INTENT_WAIT_MS);
+	t->done_at = 0;
+	buf->queues[qid].intents_waiting += nintents;
+	return t->generation;
+}
+
+/*
+ * Phase 1, under the mutex: choose the queue, check for room and a free
+ * ticket, then reserve the space and open the ticket.  Nothing changes
+ * when it returns anything but BUFFER_PUT_OK.
+ */
+static BufferPutStatus
+put_reserve(int nintents, Size needed, TimestampTz now, PutPlace *place)
+{
+	BufferQueue *q;
+	int64		waste;
+	uint64		off;
+
+	place->slot = -1;
+	place->generation = 0;
+	SpinLockAcquire(&buf->mutex);
+	if (!any_writer() || buf->shutdown)
 	{
-		TicketSlot *t = &buf->tickets[slot];
-
-		t->state = SLOT_PENDING;
-		t->claimed = false;
-		t->released = false;
-		t->generation++;
-		t->queue = qid;
-		t->entry_off = off;
-		t->nintents = nintents;
-		t->producer = MyProc ? &MyProc->procLatch : NULL;
-		t->producer_pid = MyProcPid;
-		t->deadline = TimestampTzPlusMilliseconds(now, BUFFER_INTENT_WAIT_MS);
-		t->done_at = 0;
-		generation = t->generation;
-		q->intents_waiting += nintents;
+		SpinLockRelease(&buf->mutex);
+		return BUFFER_PUT_UNAVAILABLE;
 	}
+	place->qid = queue_for(nintents, needed);
+	q = &buf->queues[place->qid];
+	waste = queue_fit(q, needed);
+	if (waste >= 0 && nintents > 0)
+		place->slot = ticket_find_free();
+	if (waste < 0 || (nintents > 0 && place->slot < 0))
+	{
+		SpinLockRelease(&buf->mutex);
+		return BUFFER_PUT_FULL;
+	}
+	off = queue_reserve(q, place->qid, (Size) waste, needed);
+	place->entry = ENTRY_AT(q, off);
+	if (place->slot >= 0)
+		place->generation = ticket_open(place->slot, place->qid, off, nintents, now);
 	SpinLockRelease(&buf->mutex);
+	return BUFFER_PUT_OK;
+}
 
-	/* The space is ours: copy without the lock. */
-	entry->rows_len = rows_len;
+/* Phase 2, without the lock (the space is ours): the entry's counts and rows. */
+static void
+put_copy(const PutPlace *place, const BufferRows *rows, int nevents, TimestampTz now)
+{
+	BufferEntry *entry = place->entry;
+
+	entry->rows_len = rows->len;
 	entry->nevents = nevents;
-	entry->nintents = nintents;
-	entry->ticket_slot = slot;
-	entry->ticket_generation = generation;
+	entry->nintents = rows->nintents;
+	entry->ticket_slot = place->slot;
+	entry->ticket_generation = place->generation;
 	entry->put_at = now;
 	for (int i = 0; i < EVENT_SOURCE_COUNT; i++)
-		entry->events_by_source[i] = result->events_by_source[i];
+		entry->events_by_source[i] = rows->events_by_source[i];
 	for (int i = 0; i <= ROW_KIND_MAX; i++)
-		entry->nrows[i] = result->nrows[i];
-	if (rows_len > 0)
-		memcpy(BUFFER_ENTRY_ROWS(entry), result->rows.data, rows_len);
+		entry->nrows[i] = rows->nrows[i];
+	if (rows->len > 0)
+		memcpy(BUFFER_ENTRY_ROWS(entry), rows->data, rows->len);
+}
+
+/*
+ * Phase 3: the entry is READY; wake the queue's writers when it carries
+ * intents, flush() waits, or a batch's worth of events is ready.
+ */
+static void
+put_publish(const PutPlace *place, int nevents, int nintents)
+{
+	BufferQueue *q = &buf->queues[place->qid];
+	Latch	   *wake[BUFFER_MAX_WRITERS];
+	int			nwake = 0;
 
 	SpinLockAcquire(&buf->mutex);
-	entry->state = ENTRY_READY;
+	place->entry->state = ENTRY_READY;
 	q->events_ready += nevents;
 	if (nintents > 0 || buf->flush_target > buf->done_seq ||
 		q->events_ready >= machpay_batch_size)
-		nwake = queue_latches(qid, wake);
+		nwake = queue_latches(place->qid, wake);
 	SpinLockRelease(&buf->mutex);
-
 	set_latches(wake, nwake);
+}
+
+BufferPutStatus
+buffer_put(const BufferRows *rows, BufferTicket *ticket)
+{
+	Size		needed = entry_bytes(rows->nintents, rows->len);
+	TimestampTz now = GetCurrentTimestamp();
+	int			nevents = 0;
+	PutPlace	place;
+	BufferPutStatus status;
+
 	if (ticket)
 	{
-		ticket->slot = slot;
-		ticket->generation = generation;
+		ticket->slot = -1;
+		ticket->generation = 0;
+	}
+	if (buf == NULL)
+		return BUFFER_PUT_UNAVAILABLE;
+	for (int i = 0; i < EVENT_SOURCE_COUNT; i++)
+		nevents += (int) rows->events_by_source[i];
+
+	status = put_reserve(rows->nintents, needed, now, &place);
+	if (status != BUFFER_PUT_OK)
+		return status;
+	put_copy(&place, rows, nevents, now);
+	put_publish(&place, nevents, rows->nintents);
+	if (ticket)
+	{
+		ticket->slot = place.slot;
+		ticket->generation = place.generation;
 	}
 	return BUFFER_PUT_OK;
 }
@@ -482,7 +607,7 @@ buffer_ticket_poll(const BufferTicket *ticket, IntentOutcome *outcomes, int nout
 	}
 	else if (t->state == SLOT_FAILED)
 		st = TICKET_FAILED;
-	else if (!t->claimed && GetCurrentTimestamp() > t->deadline)
+	else if (!slot_claimed(t) && GetCurrentTimestamp() > t->deadline)
 	{
 		/* Not committed in time: the request is answered 503, nothing stored. */
 		t->state = SLOT_FAILED;
@@ -513,10 +638,10 @@ buffer_ticket_release(const BufferTicket *ticket)
 	SpinLockAcquire(&buf->mutex);
 	if (t->generation == ticket->generation && t->state != SLOT_FREE)
 	{
-		if (t->state == SLOT_PENDING && t->claimed)
+		if (slot_claimed(t))
 		{
 			/* Being committed right now: the writer frees it when done. */
-			t->released = true;
+			t->state = SLOT_CLAIMED_LEFT;
 			t->producer = NULL;
 		}
 		else
@@ -524,7 +649,7 @@ buffer_ticket_release(const BufferTicket *ticket)
 			/* Its entry may be all that holds the head: let space free. */
 			if (t->entry_off == buf->queues[t->queue].head)
 				nwake = queue_latches(t->queue, wake);
-			if (t->state == SLOT_PENDING)
+			if (slot_undecided(t))
 			{
 				/* Given up by its producer (error, cancel): never commit it. */
 				buf->queues[t->queue].intents_waiting -= t->nintents;
@@ -996,19 +1121,19 @@ buffer_claim_tickets(BufferEntry **entries, int n)
 		if (e->ticket_slot < 0)
 			continue;
 		t = &buf->tickets[e->ticket_slot];
-		if (t->generation != e->ticket_generation || t->state != SLOT_PENDING ||
-			(!t->claimed && now > t->deadline))
+		if (t->generation != e->ticket_generation || !slot_undecided(t) ||
+			(!slot_claimed(t) && now > t->deadline))
 		{
 			ok = false;
 			break;
 		}
-		t->claimed = true;
+		slot_claim(t);
 	}
 	if (!ok)
 		for (int i = 0; i < n; i++)
 			if (entries[i]->ticket_slot >= 0 &&
 				buf->tickets[entries[i]->ticket_slot].generation == entries[i]->ticket_generation)
-				buf->tickets[entries[i]->ticket_slot].claimed = false;
+				slot_unclaim(&buf->tickets[entries[i]->ticket_slot]);
 	SpinLockRelease(&buf->mutex);
 	return ok;
 }
@@ -1023,7 +1148,7 @@ buffer_unclaim_tickets(BufferEntry **entries, int n)
 
 		if (e->ticket_slot >= 0 &&
 			buf->tickets[e->ticket_slot].generation == e->ticket_generation)
-			buf->tickets[e->ticket_slot].claimed = false;
+			slot_unclaim(&buf->tickets[e->ticket_slot]);
 	}
 	SpinLockRelease(&buf->mutex);
 }
@@ -1044,8 +1169,8 @@ buffer_entry_ticket_live(BufferEntry *e)
 		return true;
 	t = &buf->tickets[e->ticket_slot];
 	SpinLockAcquire(&buf->mutex);
-	live = (t->generation == e->ticket_generation && t->state == SLOT_PENDING);
-	if (live && !t->claimed && t->deadline != 0 &&
+	live = (t->generation == e->ticket_generation && slot_undecided(t));
+	if (live && !slot_claimed(t) && t->deadline != 0 &&
 		GetCurrentTimestamp() > t->deadline)
 	{
 		t->state = SLOT_FAILED;
@@ -1082,12 +1207,11 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 	{
 		TicketSlot *t = &buf->tickets[e->ticket_slot];
 
-		if (t->generation == e->ticket_generation && t->state == SLOT_PENDING)
+		if (t->generation == e->ticket_generation && slot_undecided(t))
 		{
 			buf->queues[t->queue].intents_waiting -= t->nintents;
-			t->claimed = false;
 			t->done_at = GetCurrentTimestamp();
-			if (t->released)
+			if (t->state == SLOT_CLAIMED_LEFT || t->state == SLOT_LEFT)
 				t->state = SLOT_FREE;	/* its producer left */
 			else
 			{
@@ -1108,6 +1232,28 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 		SetLatch(wake);
 	if (failed_now)
 		stats_add(STAT_INTENTS_FAILED, e->nintents);
+}
+
+BufferEntry *
+buffer_entry_copy_telemetry(const BufferEntry *e, const char *rows, Size rows_len)
+{
+	BufferEntry *copy = MemoryContextAllocZero(TopMemoryContext,
+											   MAXALIGN(sizeof(BufferEntry)) + rows_len);
+
+	copy->kind = ENTRY_ROWS;
+	copy->state = ENTRY_TAKEN;
+	copy->seq = e->seq;
+	copy->rows_len = rows_len;
+	copy->nevents = e->nevents - (int32) e->events_by_source[SOURCE_PAYMENT_INTENT];
+	copy->nintents = 0;
+	copy->ticket_slot = -1;
+	copy->put_at = e->put_at;
+	memcpy(copy->events_by_source, e->events_by_source, sizeof(copy->events_by_source));
+	copy->events_by_source[SOURCE_PAYMENT_INTENT] = 0;
+	memcpy(copy->nrows, e->nrows, sizeof(copy->nrows));
+	copy->nrows[ROW_INTENT] = 0;
+	memcpy(BUFFER_ENTRY_ROWS(copy), rows, rows_len);
+	return copy;
 }
 
 /* Seq of the first entry at or after `pos` in q, or seq_next.  Mutex held. */
@@ -1161,7 +1307,7 @@ advance_queue_head(BufferQueue *q, TimestampTz now)
 
 			if (t->generation == e->ticket_generation && t->state != SLOT_FREE)
 			{
-				if (t->state == SLOT_PENDING)
+				if (slot_undecided(t))
 					break;
 				/* A producer that died (ERROR exit) never releases it. */
 				if (!TimestampDifferenceExceeds(t->done_at, now, TICKET_ABANDON_MS) &&

@@ -52,7 +52,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "buffer/buffer_int.h"
+#include "buffer/buffer.h"
 #include "common/machpay.h"
 #include "common/stats.h"
 #include "flusher/writer.h"
@@ -282,13 +282,6 @@ finish_entry(BatchEntry *b, bool committed, const IntentOutcome *outcomes)
 	if (!b->held)
 		buffer_entry_finish(b->entry, committed, outcomes);
 	b->finished = true;
-}
-
-/* Events of an entry that are telemetry (dropped, not failed, when given up). */
-static int64
-telemetry_events(const BufferEntry *e)
-{
-	return e->nevents - e->events_by_source[SOURCE_PAYMENT_INTENT];
 }
 
 /*
@@ -722,21 +715,7 @@ hold_telemetry(BatchEntry *b, const IntentOutcome *outcomes)
 	}
 
 	make_room_for_held(rows.len);
-	copy = MemoryContextAllocZero(TopMemoryContext,
-								  MAXALIGN(sizeof(BufferEntry)) + rows.len);
-	copy->kind = ENTRY_ROWS;
-	copy->state = ENTRY_TAKEN;
-	copy->seq = e->seq;
-	copy->rows_len = rows.len;
-	copy->nevents = (int32) telemetry_events(e);
-	copy->nintents = 0;
-	copy->ticket_slot = -1;
-	copy->put_at = e->put_at;
-	memcpy(copy->events_by_source, e->events_by_source, sizeof(copy->events_by_source));
-	copy->events_by_source[SOURCE_PAYMENT_INTENT] = 0;
-	memcpy(copy->nrows, e->nrows, sizeof(copy->nrows));
-	copy->nrows[ROW_INTENT] = 0;
-	memcpy(BUFFER_ENTRY_ROWS(copy), rows.data, rows.len);
+	copy = buffer_entry_copy_telemetry(e, rows.data, rows.len);
 	pfree(rows.data);
 
 	/* The ring's entry is done with: its space can be freed. */

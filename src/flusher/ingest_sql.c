@@ -3,11 +3,12 @@
  *	  machpay.ingest(payload jsonb): the HTTP ingest path as a SQL function,
  *	  committed with the caller's transaction.
  *
- * The same mapper and writer as the ingest workers and the flusher; only
- * the buffer is skipped.  The returned jsonb is the HTTP response body of
- * SPEC §4 (with "intents" when the payload carried valid intents).  A
- * payload that is not an object or array of events at all, or nests too
- * deep, is the HTTP 400 case: an ERROR here, nothing stored.
+ * The same ingest path, mapper and writer as the ingest workers and the
+ * flusher; only the buffer is skipped.  The returned jsonb is the HTTP
+ * response body of SPEC §4 (ingest_response.h; with "intents" when the
+ * payload carried valid intents).  A payload that is not an object or
+ * array of events at all, or nests too deep, is the HTTP 400 case: the
+ * ingest path's ERROR here, nothing stored.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,9 +21,9 @@
 #include "utils/memutils.h"
 
 #include "common/machpay.h"
-#include "mapper/mapper.h"
 #include "flusher/xact_stats.h"
 #include "flusher/writer.h"
+#include "ingest/ingest.h"
 
 PG_FUNCTION_INFO_V1(machpay_ingest);
 
@@ -42,25 +43,12 @@ machpay_ingest(PG_FUNCTION_ARGS)
 									ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(callcxt);
 
-	/* Skew from machpay.max_clock_skew, retentions from retention_policies. */
-	map_options_load(&opts, GetCurrentStatementStartTimestamp());
-	opts.bound_entity = NULL;
-	opts.remote_addr = NULL;
+	ingest_prepare(&opts, NULL, NULL, 0);
 	opts.record_rejects = true;
 
 	memset(&mr, 0, sizeof(mr));
 	map_jsonb(payload, &opts, &mr);
-	if (mr.status == MAP_BAD_REQUEST)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("%s", mr.refusal_message ? mr.refusal_message
-						: "invalid ingest payload"),
-				 errhint("The payload is one event object or an array of event objects.")));
-	if (mr.status != MAP_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("%s: %s", map_refusal_code(mr.status), mr.refusal_message),
-				 errdetail("Nothing of a refused request is stored.")));
+	ingest_raise_refusal(&mr);
 
 	memset(&wr, 0, sizeof(wr));
 	memcpy(wr.events_by_source, mr.events_by_source, sizeof(wr.events_by_source));
@@ -70,7 +58,7 @@ machpay_ingest(PG_FUNCTION_ARGS)
 	xact_stats_add(STAT_EVENTS_REJECTED, mr.rejected);
 
 	initStringInfo(&body);
-	map_response_json(&body, &mr, mr.nintents > 0 ? wr.intents : NULL, wr.nintents);
+	ingest_response_json(&body, &mr, mr.nintents > 0 ? wr.intents : NULL, wr.nintents);
 
 	MemoryContextSwitchTo(oldcxt);
 	out = DirectFunctionCall1(jsonb_in, CStringGetDatum(body.data));

@@ -12,7 +12,7 @@
 #ifndef MACHPAY_WRITER_H
 #define MACHPAY_WRITER_H
 
-#include "mapper/mapper.h"
+#include "buffer/buffer.h"
 
 typedef struct WriteResult
 {

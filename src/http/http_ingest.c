@@ -34,8 +34,8 @@
 #include "common/machpay.h"
 #include "common/stats.h"
 #include "http/http.h"
+#include "ingest/ingest.h"
 #include "net/http_reply.h"
-#include "mapper/mapper.h"
 
 /* How long a request waits for its intents' commit before a 503. */
 #define PENDING_TIMEOUT_MS		10000
@@ -59,9 +59,11 @@ typedef struct PendingRequest
 static dlist_head pending_requests = DLIST_STATIC_INIT(pending_requests);
 static int	npending = 0;
 
-/* Retention limits of the mapper, read from machpay.retention_policies. */
-static int64 metrics_retention_us = 0;
-static int64 logs_retention_us = 0;
+/*
+ * The ingest path's settings (retentions), loaded by its one loader now and
+ * then (http_ingest_refresh_options), so a request runs no SQL.
+ */
+static IngestSettings ingest_settings;
 
 /* The engine drops a request whose client went away. */
 static void
@@ -207,7 +209,7 @@ http_ingest_poll_pending(bool latch_was_set)
 				StringInfoData out;
 
 				initStringInfo(&out);
-				map_response_json(&out, p->result, p->outcomes, p->noutcomes);
+				ingest_response_json(&out, p->result, p->outcomes, p->noutcomes);
 				http_reply_json(req, 200, NULL, out.data, out.len);
 			}
 			else
@@ -244,7 +246,7 @@ http_ingest_fail_pending(const char *why)
 }
 
 /*
- * Re-read the settings the mapper takes from tables.  Called from the loop
+ * Re-read the settings the ingest path takes from tables.  Called from the loop
  * outside a transaction; a failure keeps the previous values.
  */
 void
@@ -256,12 +258,11 @@ http_ingest_refresh_options(void)
 	StartTransactionCommand();
 	PG_TRY();
 	{
-		MapOptions	opts;
+		IngestSettings loaded;
 
 		PushActiveSnapshot(GetTransactionSnapshot());
-		map_options_load(&opts, GetCurrentTimestamp());
-		metrics_retention_us = opts.metrics_retention_us;
-		logs_retention_us = opts.logs_retention_us;
+		ingest_settings_load(&loaded);
+		ingest_settings = loaded;
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -447,15 +448,11 @@ http_ingest_body(NetRequest *req)
 	ndjson = h != NULL && media_type_is(h, hlen, "application/x-ndjson");
 
 	(void) net_peer_address(req, peer, sizeof(peer));
-	map_options_init(&opts, GetCurrentTimestamp());
-	opts.max_clock_skew_us = (int64) machpay_max_clock_skew_s * USECS_PER_SEC;
-	if (metrics_retention_us > 0)
-		opts.metrics_retention_us = metrics_retention_us;
-	if (logs_retention_us > 0)
-		opts.logs_retention_us = logs_retention_us;
-	opts.bound_entity = grant.any_entity ? NULL : grant.entity;
+	/* This request is the worker's statement: its start is the receipt time. */
+	SetCurrentStatementStartTimestamp();
+	ingest_prepare(&opts, &ingest_settings, grant.any_entity ? NULL : grant.entity,
+				   (int64) req->body_wire_len);
 	opts.remote_addr = peer[0] ? peer : NULL;
-	map_options_set_caps(&opts, (int64) req->body_wire_len);
 	memset(&result, 0, sizeof(result));
 	map_json_text(req->body, req->body_len, ndjson, &opts, &result);
 	initStringInfo(&out);
@@ -463,9 +460,9 @@ http_ingest_body(NetRequest *req)
 	/* 400 not JSON, 413 / 422 past a cap: nothing of it is stored */
 	if (result.status != MAP_OK)
 	{
-		int			status = map_refusal_http_status(result.status);
+		int			status = ingest_refusal_http_status(result.status);
 
-		map_response_json(&out, &result, NULL, 0);
+		ingest_response_json(&out, &result, NULL, 0);
 		http_reply_json(req, status, NULL, out.data, out.len);
 		return;
 	}
@@ -475,14 +472,14 @@ http_ingest_body(NetRequest *req)
 	{
 		/* Dead letters of the rejected events, if the buffer has room. */
 		if (result.rows.len > 0 && result.nintents == 0)
-			(void) buffer_put(&result, &ticket);
+			(void) ingest_put(&result, &ticket);
 		count_events(&result, true);
-		map_response_json(&out, &result, NULL, 0);
+		ingest_response_json(&out, &result, NULL, 0);
 		http_reply_json(req, 422, NULL, out.data, out.len);
 		return;
 	}
 
-	put = result.rows.len > 0 ? buffer_put(&result, &ticket) : BUFFER_PUT_OK;
+	put = result.rows.len > 0 ? ingest_put(&result, &ticket) : BUFFER_PUT_OK;
 	switch (put)
 	{
 		case BUFFER_PUT_OK:
@@ -492,7 +489,7 @@ http_ingest_body(NetRequest *req)
 				make_pending(req, &result, &ticket);
 				return;
 			}
-			map_response_json(&out, &result, NULL, 0);
+			ingest_response_json(&out, &result, NULL, 0);
 			http_reply_json(req, 202, NULL, out.data, out.len);
 			return;
 		case BUFFER_PUT_FULL:

@@ -24,7 +24,6 @@
 #include "utils/json.h"
 
 #include "buffer/buffer.h"
-#include "buffer/buffer_int.h"
 #include "common/machpay.h"
 #include "common/stats.h"
 #include "http/http.h"

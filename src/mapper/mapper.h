@@ -95,9 +95,8 @@ typedef struct MapResult
  * Body as sent over HTTP: one object, an array of objects, or NDJSON.  An
  * event's index is its array position, or for NDJSON the line's 0-based
  * position among non-empty lines (blank lines are not counted).  With
- * MAP_BAD_REQUEST, result->rows is empty and all counts are zero;
- * map_response_json() then writes {"error":"bad_request","message":...};
- * with the caps' statuses see map_refusal_code().
+ * MAP_BAD_REQUEST, result->rows is empty and all counts are zero, and
+ * refusal_message says why (the answer: ingest/ingest_response.h).
  */
 extern void map_json_text(const char *body, size_t len, bool ndjson,
 						  const MapOptions *opts, MapResult *result);
@@ -106,43 +105,9 @@ extern void map_json_text(const char *body, size_t len, bool ndjson,
 #include "utils/jsonb.h"
 /* The same mapping from a jsonb value (machpay.ingest()). */
 extern void map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result);
-
-/*
- * map_options_init() plus the settings of the running server: the
- * machpay.max_clock_skew GUC and the metrics/debug_logs retention from
- * machpay.retention_policies (defaults when absent).  Needs a transaction
- * (uses SPI); for SQL callers such as machpay.ingest() (mapper_sql.c).
- */
-extern void map_options_load(MapOptions *opts, TimestampTz now);
-
-/*
- * The caps per request from the machpay.max_*_per_request settings;
- * body_bytes is the body's size as sent (0 when not known).
- */
-extern void map_options_set_caps(MapOptions *opts, int64 body_bytes);
 #endif
 
-/* The outcome of one stored intent, in the order of the batch's ROW_INTENT rows. */
-typedef struct IntentOutcome
-{
-	int32		event_index;
-	unsigned char id[16];		/* uuid */
-	bool		duplicate;
-} IntentOutcome;
-
-/*
- * The response body of SPEC §4:
- * {"accepted":n,"rejected":m,"errors":[...]} plus "intents":[...] when
- * intents is not NULL.
- */
-/*
- * The error word of a refused request ("bad_request", "too_large",
- * "too_many_rejects"), and its HTTP status (400, 413, 422).
- */
-extern const char *map_refusal_code(MapStatus status);
-extern int	map_refusal_http_status(MapStatus status);
-
-extern void map_response_json(StringInfo out, const MapResult *result,
-							  const IntentOutcome *intents, int nintents);
+/* A JSON string literal of len bytes of s, escaped as labels are. */
+extern void map_json_string(StringInfo out, const char *s, size_t len);
 
 #endif							/* MACHPAY_MAPPER_H */

@@ -1,20 +1,19 @@
 /*-------------------------------------------------------------------------
- * mapper_sql.c
- *	  SQL face of the event mapper: machpay.ingest_preview(jsonb) and
- *	  machpay.ingest_preview_text(text), dry runs showing the rows an
- *	  ingest would produce and the per-event errors, and map_options_load(),
- *	  the mapper's options from the server's settings.
+ * preview_sql.c
+ *	  machpay.ingest_preview(jsonb) and machpay.ingest_preview_text(text):
+ *	  dry runs of the ingest path showing the rows an ingest would produce
+ *	  and the per-event errors.
  *
- * The preview touches no table except reading machpay.retention_policies;
- * DBAs use it to see what a report becomes, the regression tests use it to
- * check every mapping rule without the writer.
+ * The preview touches no table except reading machpay.retention_policies
+ * (the settings of ingest_prepare, as every front end); DBAs use it to see
+ * what a report becomes, the regression tests use it to check every
+ * mapping rule without the writer.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <limits.h>
 
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -23,70 +22,10 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-#include "common/machpay.h"
-#include "mapper/mapper.h"
+#include "ingest/ingest.h"
 
 PG_FUNCTION_INFO_V1(machpay_ingest_preview);
 PG_FUNCTION_INFO_V1(machpay_ingest_preview_text);
-
-/*
- * The retention of one logical table, or -1 when the row (or the table,
- * during an upgrade) is missing.
- */
-static int64
-retention_us(const char *table_name)
-{
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1];
-	int64		result = -1;
-
-	args[0] = CStringGetTextDatum(table_name);
-	if (SPI_execute_with_args("SELECT (extract(epoch FROM retention) * 1000000)::int8"
-							  "  FROM machpay.retention_policies WHERE table_name = $1",
-							  1, argtypes, args, NULL, true, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
-									  SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			result = DatumGetInt64(d);
-	}
-	return result;
-}
-
-void
-map_options_set_caps(MapOptions *opts, int64 body_bytes)
-{
-	opts->max_events = machpay_max_events_per_request;
-	opts->max_rows = machpay_max_rows_per_request;
-	opts->max_rejects = machpay_max_rejects_per_request;
-	opts->max_rows_per_body_byte = machpay_max_rows_per_body_byte;
-	opts->body_bytes = body_bytes;
-}
-
-void
-map_options_load(MapOptions *opts, TimestampTz now)
-{
-	int64		metrics;
-	int64		logs;
-
-	map_options_init(opts, now);
-	opts->max_clock_skew_us = (int64) machpay_max_clock_skew_s * USECS_PER_SEC;
-	map_options_set_caps(opts, 0);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	metrics = retention_us("metrics");
-	logs = retention_us("debug_logs");
-	SPI_finish();
-
-	if (metrics > 0)
-		opts->metrics_retention_us = metrics;
-	if (logs > 0)
-		opts->logs_retention_us = logs;
-}
 
 static Datum
 jsonb_from_text(const char *text)
@@ -255,17 +194,7 @@ put_result(FunctionCallInfo fcinfo, MapResult *result)
 	RowView		row;
 	int			next_error = 0;
 
-	if (result->status == MAP_BAD_REQUEST)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("bad request: %s", result->refusal_message),
-				 errdetail("Nothing of a bad request is stored.")));
-	if (result->status != MAP_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("%s: %s", map_refusal_code(result->status),
-						result->refusal_message),
-				 errdetail("Nothing of a refused request is stored.")));
+	ingest_raise_refusal(result);
 
 	rowbuf_reader_init(&reader, result->rows.data, result->rows.len);
 	while (rowbuf_next(&reader, &row))
@@ -283,12 +212,12 @@ static void
 preview_options(FunctionCallInfo fcinfo, MapOptions *opts, int rejects_arg,
 				int entity_arg)
 {
-	map_options_load(opts, GetCurrentTransactionStartTimestamp());
+	ingest_prepare(opts, NULL,
+				   PG_ARGISNULL(entity_arg) ? NULL :
+				   text_to_cstring(PG_GETARG_TEXT_PP(entity_arg)), 0);
 	opts->max_errors_listed = INT_MAX;
 	opts->record_rejects = PG_ARGISNULL(rejects_arg) ? false :
 		PG_GETARG_BOOL(rejects_arg);
-	if (!PG_ARGISNULL(entity_arg))
-		opts->bound_entity = text_to_cstring(PG_GETARG_TEXT_PP(entity_arg));
 }
 
 /*
