@@ -54,7 +54,7 @@ int			machpay_max_rejects_per_request = 1000;
 int			machpay_max_rows_per_body_byte = 32;
 int			machpay_flush_lock_timeout_ms = 2000;
 bool		machpay_telemetry_synchronous_commit = true;
-int			machpay_telemetry_wal_step_kb = 0;
+int			machpay_telemetry_wal_step_kb = 1024;
 
 /*
  * Telemetry writers that fit the machine: half its cores (the ingest
@@ -162,7 +162,7 @@ define_reloadable_gucs(void)
 	DefineCustomIntVariable("machpay.telemetry_wal_step",
 							gettext_noop("A telemetry writer flushes its WAL every this much while it writes a batch (0 = only at commit)."),
 							gettext_noop("Bounds the telemetry WAL a payment intent's commit finds to flush before its own."),
-							&machpay_telemetry_wal_step_kb, 0, 0, INT_MAX / 1024,
+							&machpay_telemetry_wal_step_kb, 1024, 0, INT_MAX / 1024,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("machpay.auth",
 							 gettext_noop("Require ingest keys on ingest and console keys on the SSE stream."),
