@@ -39,11 +39,18 @@ ${BENCH_EXTRA_CONF:-}" bench_start_cluster
   done
   chmod a+r "$out"/*
   # Rows per event: one event posted, flushed and counted.
+  # (The workers may not know the new key yet: post again until it lands.)
   head -n 1 "$out/gateway.ndjson" > "$out/calib.json"
-  curl -sf -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json' \
-    --data-binary @"$out/calib.json" "$url"
-  bench_psql -tAc "SELECT machpay.flush()" >/dev/null
-  rows_per_event=$(bench_psql -tAc "SELECT count(*) FROM machpay.metric_points")
+  rows_per_event=0
+  for _ in $(seq 1 50); do
+    curl -s -o /dev/null -H "authorization: Bearer $token" -H 'content-type: application/json' \
+      --data-binary @"$out/calib.json" "$url" || true
+    bench_psql -tAc "SELECT machpay.flush()" >/dev/null
+    rows_per_event=$(bench_psql -tAc "SELECT count(*) FROM machpay.metric_points")
+    [ "$rows_per_event" -gt 0 ] && break
+    sleep 0.2
+  done
+  [ "$rows_per_event" -gt 0 ] || { echo "http_setup: the calibration event never landed" >&2; exit 1; }
   bench_psql -c "TRUNCATE machpay.metric_points"
 }
 

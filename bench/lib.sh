@@ -12,6 +12,15 @@ bench_psql() {
 
 bench_start_cluster() {
   as_postgres "$PG_BINDIR/pg_ctl" -D "$BENCH_DIR/data" stop -m fast >/dev/null 2>&1 || true
+  # The ingest workers bind with SO_REUSEPORT: another server of the same
+  # user on these ports would silently get a share of the load.
+  local p
+  for p in "$BENCH_HTTP_PORT" "$BENCH_SSE_PORT"; do
+    if ss -Hltn "sport = :$p" | grep -q .; then
+      echo "bench: port $p is already in use (set BENCH_HTTP_PORT / BENCH_SSE_PORT)" >&2
+      exit 1
+    fi
+  done
   rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"; chown postgres: "$BENCH_DIR"
   as_postgres "$PG_BINDIR/initdb" -D "$BENCH_DIR/data" -U postgres -A trust >/dev/null
   cat >> "$BENCH_DIR/data/postgresql.conf" <<EOC

@@ -54,6 +54,8 @@ int			machpay_max_rows_per_request = 100000;
 int			machpay_max_rejects_per_request = 1000;
 int			machpay_max_rows_per_body_byte = 32;
 int			machpay_flush_lock_timeout_ms = 2000;
+bool		machpay_telemetry_synchronous_commit = true;
+int			machpay_telemetry_wal_step_kb = 1024;
 
 /*
  * Telemetry writers that fit the machine: half its cores (the ingest
@@ -153,6 +155,16 @@ define_reloadable_gucs(void)
 							gettext_noop("A table locked by another session then delays only the rows bound for it: intents are committed on their own meanwhile."),
 							&machpay_flush_lock_timeout_ms, 2000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("machpay.telemetry_synchronous_commit",
+							 gettext_noop("Telemetry batches wait for their WAL flush at commit, as the server's synchronous_commit says (off: they do not)."),
+							 gettext_noop("Off writes more telemetry per second, but a crash may then lose the last batches committed as well as the unflushed buffer. Payment intents always commit durably."),
+							 &machpay_telemetry_synchronous_commit, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.telemetry_wal_step",
+							gettext_noop("A telemetry writer flushes its WAL every this much while it writes a batch (0 = only at commit)."),
+							gettext_noop("Bounds the telemetry WAL a payment intent's commit finds to flush before its own."),
+							&machpay_telemetry_wal_step_kb, 1024, 0, INT_MAX / 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("machpay.auth",
 							 gettext_noop("Require ingest keys on ingest and console keys on the SSE stream."),
 							 NULL, &machpay_auth, true,

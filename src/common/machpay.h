@@ -37,6 +37,8 @@ extern int	machpay_max_rows_per_request;
 extern int	machpay_max_rejects_per_request;
 extern int	machpay_max_rows_per_body_byte;
 extern int	machpay_flush_lock_timeout_ms;	/* 0 = wait for locks forever */
+extern bool machpay_telemetry_synchronous_commit;	/* off: lazy telemetry commits */
+extern int	machpay_telemetry_wal_step_kb;	/* 0 = WAL flushed at commit only */
 extern bool machpay_auth;
 extern int	machpay_max_clock_skew_s;
 extern int	machpay_rollup_interval_s;	/* 0 = job disabled */

@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "commands/async.h"
 #include "port/atomics.h"
 #include "common/base64.h"
@@ -26,6 +27,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 
 #include "common/machpay.h"
 #include "common/notify.h"
@@ -45,6 +47,15 @@ typedef struct NotifyShared
 } NotifyShared;
 
 static NotifyShared *notify_shared = NULL;
+
+/*
+ * Deferral (machpay_notify_defer): the signed notifications of the current
+ * transaction, collected instead of queued; kept after its commit until
+ * machpay_notify_queue_deferred(), forgotten on its abort.
+ */
+static bool deferring = false;
+static List *deferred = NIL;
+static MemoryContext deferred_cxt = NULL;
 
 Size
 notify_shmem_size(void)
@@ -116,8 +127,73 @@ notify_signed(const char *obj, size_t len)
 		appendStringInfo(&buf, "%s\"mac\":\"%s\"", empty ? "" : ",", hex);
 	}
 	appendStringInfoChar(&buf, '}');
-	Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
+	if (deferring)
+		deferred = lappend(deferred, MemoryContextStrdup(deferred_cxt, buf.data));
+	else
+		Async_Notify(MACHPAY_NOTIFY_CHANNEL, buf.data);
 	pfree(buf.data);
+}
+
+static void
+forget_deferred(void)
+{
+	deferred = NIL;
+	if (deferred_cxt != NULL)
+		MemoryContextReset(deferred_cxt);
+}
+
+/* Deferral ends with the transaction; an abort forgets what it collected. */
+static void
+notify_defer_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			deferring = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			if (deferring)
+				forget_deferred();
+			deferring = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+machpay_notify_defer(void)
+{
+	if (deferred_cxt == NULL)
+	{
+		deferred_cxt = AllocSetContextCreate(TopMemoryContext,
+											 "machpay deferred notifications",
+											 ALLOCSET_SMALL_SIZES);
+		RegisterXactCallback(notify_defer_xact_callback, NULL);
+	}
+	Assert(IsTransactionState());
+	deferring = true;
+}
+
+int
+machpay_notify_queue_deferred(void)
+{
+	ListCell   *lc;
+	int			n = list_length(deferred);
+
+	Assert(!deferring);
+	foreach(lc, deferred)
+		Async_Notify(MACHPAY_NOTIFY_CHANNEL, (const char *) lfirst(lc));
+	forget_deferred();
+	return n;
+}
+
+bool
+machpay_notify_has_deferred(void)
+{
+	return deferred != NIL;
 }
 
 /* A random reference shared by the parts of one payload. */

@@ -55,6 +55,20 @@ extern void notify_shmem_init(void);
 extern int	machpay_notify(const char *payload, size_t len, const char *type);
 
 /*
+ * Deferral, for a writer whose data transaction must not take PostgreSQL's
+ * notify lock (PreCommit_Notify holds it to the end of the commit, WAL
+ * flush included, so every notifying commit waits for the one before):
+ * after machpay_notify_defer(), machpay_notify() collects the signed
+ * notifications of the current transaction instead of queuing them.  An
+ * abort forgets them; after the commit, machpay_notify_queue_deferred()
+ * queues them in the caller's next transaction (one that writes no WAL
+ * and so commits without a flush) and returns how many.
+ */
+extern void machpay_notify_defer(void);
+extern bool machpay_notify_has_deferred(void);
+extern int	machpay_notify_queue_deferred(void);
+
+/*
  * The relay's check (one process only: it keeps the replay window): on
  * NOTIFY_SIGNED *obj gets the object without its mac (palloc'd), *len its
  * length.

@@ -16,6 +16,8 @@
 #include "postgres.h"
 
 #include "access/heapam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/tupconvert.h"
@@ -65,6 +67,35 @@ struct BulkTarget
 	int64		nrows;
 	int32		cur_event_index;	/* for the error context */
 };
+
+/*
+ * WAL pacing (bulk_insert_set_wal_step): a writer that commits a big batch
+ * durably leaves its WAL to be flushed at its commit, and a payment intent
+ * committing meanwhile flushes all of it first (WAL is flushed in order).
+ * Flushing our own WAL every wal_step bytes keeps what an intent's commit
+ * finds unflushed to about one step.  Only where this transaction commits
+ * durably: a lazy commit promises no flush.
+ */
+static Size wal_step = 0;
+
+void
+bulk_insert_set_wal_step(Size bytes)
+{
+	wal_step = bytes;
+}
+
+static void
+bulk_pace_wal(void)
+{
+	XLogRecPtr	flushed;
+
+	if (wal_step == 0 || XactLastRecEnd == InvalidXLogRecPtr ||
+		synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		return;
+	flushed = GetFlushRecPtr(NULL);
+	if (XactLastRecEnd > flushed && XactLastRecEnd - flushed >= wal_step)
+		XLogFlush(XactLastRecEnd);
+}
 
 static void
 bulk_error_callback(void *arg)
@@ -233,6 +264,7 @@ bulk_flush_buffer(BulkTarget *bt, PartBuffer *buf)
 	bt->nrows += buf->nused;
 	buf->nused = 0;
 	buf->bytes = 0;
+	bulk_pace_wal();
 }
 
 static void

@@ -35,4 +35,11 @@ extern void bulk_target_put(BulkTarget *bt, int32 event_index);
 /* Flushes every buffer, fires AFTER triggers, frees everything; returns rows. */
 extern int64 bulk_target_finish(BulkTarget *bt);
 
+/*
+ * This process flushes its own WAL every `bytes` of it while it inserts
+ * in a transaction that commits durably (0, the default: never before the
+ * commit).
+ */
+extern void bulk_insert_set_wal_step(Size bytes);
+
 #endif							/* MACHPAY_BULK_INSERT_H */

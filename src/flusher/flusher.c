@@ -54,7 +54,9 @@
 
 #include "buffer/buffer.h"
 #include "common/machpay.h"
+#include "common/notify.h"
 #include "common/stats.h"
+#include "flusher/bulk_insert.h"
 #include "flusher/writer.h"
 
 #define FLUSHER_NAME			"machpay flusher"
@@ -169,12 +171,15 @@ report_state(FlusherState s, const char *detail)
  * database failure, and intents are committed on their own meanwhile.
  */
 static void
-apply_lock_timeout(void)
+apply_writer_settings(void)
 {
 	char		value[32];
 
 	snprintf(value, sizeof(value), "%d", machpay_flush_lock_timeout_ms);
 	SetConfigOption("lock_timeout", value, PGC_SUSET, PGC_S_OVERRIDE);
+	/* Telemetry writers pace their WAL for the intents writer's commits. */
+	if (my_slot > 0)
+		bulk_insert_set_wal_step((Size) machpay_telemetry_wal_step_kb * 1024);
 }
 
 /*
@@ -195,7 +200,7 @@ commit_without_lock_timeout(void)
 	}
 	PG_FINALLY();
 	{
-		apply_lock_timeout();
+		apply_writer_settings();
 	}
 	PG_END_TRY();
 }
@@ -341,20 +346,69 @@ observe_duration(TimestampTz start)
 }
 
 /*
- * A telemetry-only transaction nobody waits for commits without waiting for
- * its WAL flush (synchronous_commit off, for this transaction only).  Its
- * 202s promised no durability, and a commit that waits for the flush of a
- * whole batch's WAL would hold the NOTIFY queue's lock all that time, which
- * payment intents committing beside it (they NOTIFY too) would wait for.
+ * A telemetry-only transaction nobody waits for may commit without waiting
+ * for its WAL flush (synchronous_commit off, for this transaction only)
+ * when machpay.telemetry_synchronous_commit is off: its 202s then promise
+ * less than SPEC §7 (a crash may lose the last batches committed too).
  * Intents, flush() and the drain on shutdown commit with the server's
  * setting.
  */
 static void
 commit_telemetry_lazily(bool lazily)
 {
-	if (lazily)
+	if (lazily && !machpay_telemetry_synchronous_commit)
 		(void) set_config_option("synchronous_commit", "off", PGC_SUSET,
 								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * A telemetry-only transaction publishes its notifications (`ingest`,
+ * `config`, `gateway`/`sdk`) after its commit, in a transaction of their
+ * own: a notifying commit holds PostgreSQL's notify lock until its WAL is
+ * flushed, and payment intents committing beside it (they notify too)
+ * would wait for a whole batch's flush.  The notify-only transaction
+ * writes no WAL but its commit record, so it does not wait for a flush;
+ * it waits only for a notifying intent commit, which is short.  A crash
+ * between the two commits loses those notifications, never rows.
+ */
+static void
+defer_telemetry_notifications(bool telemetry_only)
+{
+	if (telemetry_only)
+		machpay_notify_defer();
+}
+
+static void
+publish_deferred_notifications(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (!machpay_notify_has_deferred())
+		return;
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		(void) set_config_option("synchronous_commit", "off", PGC_SUSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		(void) machpay_notify_queue_deferred();
+		commit_without_lock_timeout();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(WARNING,
+				(errmsg("machpay flusher could not publish the notifications of a committed batch: %s",
+						edata->message),
+				 errdetail("The batch's rows are stored; only its events on machpay_events are lost.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /* buffer_order_wait: does the writer `pid` wait for a lock of ours? */
@@ -466,6 +520,7 @@ write_and_commit(FlushAttempt *a)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	commit_telemetry_lazily(a->nintents == 0 && !commit_durably);
+	defer_telemetry_notifications(a->nintents == 0);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* The writer's results must outlive the commit. */
 	MemoryContextSwitchTo(flush_cxt);
@@ -609,6 +664,8 @@ attempt_flush(int64 *rows_out, bool quiet)
 	 */
 	if (a.txn == TXN_COMMITTED && !PostmasterIsAlive())
 		proc_exit(1);
+	if (a.txn == TXN_COMMITTED)
+		publish_deferred_notifications();
 
 	if (a.txn != TXN_COMMITTED)
 	{
@@ -1182,7 +1239,7 @@ flusher_main(Datum main_arg)
 
 	flush_cxt = AllocSetContextCreate(TopMemoryContext, "machpay flush",
 									  ALLOCSET_DEFAULT_SIZES);
-	apply_lock_timeout();
+	apply_writer_settings();
 	/* What this slot took before a crash of this process comes back first. */
 	(void) buffer_flusher_attach(my_slot, my_slot == 0 ? QUEUE_INTENTS : QUEUE_TELEMETRY,
 								 !RecoveryInProgress(), retake_entry, NULL);
@@ -1211,7 +1268,7 @@ flusher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			apply_lock_timeout();
+			apply_writer_settings();
 		}
 
 		buffer_flusher_status(&ready, &intents, &requested, &pending);
