@@ -24,6 +24,7 @@
 #include "utils/wait_event.h"
 
 #include "buffer/buffer_int.h"
+#include "buffer/series_registry.h"
 #include "common/machpay.h"
 #include "mapper/mapper.h"
 #include "common/stats.h"
@@ -137,6 +138,7 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 						 ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("invalid ingest payload: %s",
 						result.refusal_message ? result.refusal_message : "bad request")));
+	(void) series_registry_admit(&result, &opts);
 
 	if (result.rows.len > 0)
 	{

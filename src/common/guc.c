@@ -40,6 +40,7 @@ char	   *machpay_sse_allow_origin = NULL;
 bool		machpay_notify_telemetry = false;
 int			machpay_flush_retry_window_s = 60;
 int			machpay_max_series_per_entity = 10000;
+int			machpay_series_registry_size = 262144;
 int			machpay_sse_heartbeat_interval_ms = 15000;
 int			machpay_http_max_connections = 10000;
 int			machpay_http_header_timeout_ms = 10000;
@@ -188,6 +189,10 @@ define_reloadable_gucs(void)
 							gettext_noop("Most metric series one entity may have; rows of new series past it are dropped and counted. 0 = no limit."),
 							NULL, &machpay_max_series_per_entity, 10000, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.series_registry_size",
+							gettext_noop("Metric series the shared series registry holds, for machpay.max_series_per_entity at admission; 0 = no registry."),
+							NULL, &machpay_series_registry_size, 262144, 0, 64 * 1024 * 1024,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.sse_heartbeat_interval",
 							gettext_noop("Interval of the comment heartbeat on SSE streams; 0 disables it."),
 							NULL, &machpay_sse_heartbeat_interval_ms, 15000, 0, 3600 * 1000,

@@ -19,6 +19,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
+#include "buffer/series_registry.h"
 #include "common/machpay.h"
 #include "mapper/mapper.h"
 #include "flusher/xact_stats.h"
@@ -61,6 +62,7 @@ machpay_ingest(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("%s: %s", map_refusal_code(mr.status), mr.refusal_message),
 				 errdetail("Nothing of a refused request is stored.")));
+	(void) series_registry_admit(&mr, &opts);
 
 	memset(&wr, 0, sizeof(wr));
 	memcpy(wr.events_by_source, mr.events_by_source, sizeof(wr.events_by_source));

@@ -44,6 +44,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "buffer/series_registry.h"
 #include "commands/trigger.h"
 #include "common/commit_counter.h"
 #include "common/machpay.h"
@@ -202,6 +203,7 @@ series_cache_begin_batch(void)
 	if (cache_htab == NULL)
 		series_cache_create();
 	nmisses = 0;
+	series_registry_refresh_in_xact();
 }
 
 SeriesEntry *
@@ -466,6 +468,25 @@ resolve_pass(bool inserting, int pending)
 	return pending;
 }
 
+/* The shared registry learns every series a batch found or created. */
+static void
+note_resolved(void)
+{
+	for (int i = 0; i < nmisses; i++)
+	{
+		const char *e = misses[i]->key.data;
+		const char *m;
+		const char *l;
+
+		if (misses[i]->series_id <= 0)
+			continue;
+		m = e + strlen(e) + 1;
+		l = m + strlen(m) + 1;
+		series_registry_note_written(e, (uint32) (m - e - 1), m, (uint32) (l - m - 1),
+									 l, (uint32) (misses[i]->key.len - (l - e)));
+	}
+}
+
 void
 series_cache_resolve(void)
 {
@@ -497,6 +518,7 @@ series_cache_resolve(void)
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("could not resolve %d metric series", pending),
 				 errhint("Another session keeps inserting the same series; retry the batch.")));
+	note_resolved();
 	nmisses = 0;
 }
 

@@ -145,4 +145,13 @@ extern int	map_refusal_http_status(MapStatus status);
 extern void map_response_json(StringInfo out, const MapResult *result,
 							  const IntentOutcome *intents, int nintents);
 
+/*
+ * Reject accepted events after the mapping (map_reject.c): indexes sorted
+ * ascending, messages[i] the message of indexes[i].  Every row of those
+ * events leaves result->rows; counts, errors and dead letters follow.
+ */
+extern void map_reject_events(MapResult *result, const MapOptions *opts,
+							  const int32 *indexes, int n, MapErrorCode code,
+							  const char *const *messages);
+
 #endif							/* MACHPAY_MAPPER_H */
