@@ -26,6 +26,12 @@
  * count until the lifetime passes and a sweep drops them; series pruned
  * count until the reload that the removal counter triggers.
  *
+ * Who loads it: the maintenance worker, once a second if due (it is idle
+ * and nothing waits on it), so a reload of a large table after a prune
+ * stalls no ingest loop and no flush; the ingest workers at start and
+ * the writers only when it has not been done for SERIES_REGISTRY_GRACE_MS;
+ * machpay.ingest() and buffer_ingest() themselves, in their transaction.
+ *
  * When the registry is full (machpay.series_registry_size), an event with
  * a series it cannot hold is refused (too_large), since nothing tells
  * whether that series is new; when it has not been loaded yet, the ingest
@@ -42,6 +48,7 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -95,6 +102,7 @@ typedef struct RegistryShared
 	TimestampTz oldest_reserved;	/* no reservation is older (when nreserved > 0) */
 	int			loader_pid;
 	TimestampTz loader_started;
+	pg_atomic_uint64 stale_since;	/* first seen stale (removals moved); 0 = not */
 } RegistryShared;
 
 static RegistryShared *reg = NULL;
@@ -118,7 +126,7 @@ static bool callbacks_registered = false;
 /* Does this backend's database hold the workers' tables?  -1 = not known. */
 static int	in_workers_database = -1;
 
-static void refresh_in_xact(bool force);
+static void refresh_in_xact(int grace_ms, bool force);
 
 static int64
 entity_capacity(void)
@@ -161,6 +169,7 @@ series_registry_shmem_init(void)
 	{
 		memset(reg, 0, sizeof(RegistryShared));
 		reg->lock = &(GetNamedLWLockTranche(REGISTRY_TRANCHE))->lock;
+		pg_atomic_init_u64(&reg->stale_since, 0);
 	}
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(uint64);
@@ -294,7 +303,8 @@ static int
 collect_events(const MapResult *result, EventSeries **events_out, uint64 **keys_out)
 {
 	uint64	   *keys = palloc(sizeof(uint64) * Max(result->nrows[ROW_METRIC], 1));
-	EventSeries *events = palloc(sizeof(EventSeries) * Max(result->accepted, 1));
+	int			maxevents = Max(result->accepted, 1);
+	EventSeries *events = palloc(sizeof(EventSeries) * maxevents);
 	int			nevents = 0;
 	int			nkeys = 0;
 	RowReader	rd;
@@ -310,8 +320,11 @@ collect_events(const MapResult *result, EventSeries **events_out, uint64 **keys_
 		ev = nevents > 0 ? &events[nevents - 1] : NULL;
 		if (ev == NULL || ev->index != row.event_index)
 		{
-			if (nevents == Max(result->accepted, 1))
-				events = repalloc(events, sizeof(EventSeries) * nevents * 2);
+			if (nevents == maxevents)
+			{
+				maxevents *= 2;
+				events = repalloc(events, sizeof(EventSeries) * maxevents);
+			}
 			ev = &events[nevents++];
 			ev->index = row.event_index;
 			ev->entity = row.str[0];
@@ -424,12 +437,13 @@ series_registry_admit(MapResult *result, const MapOptions *opts)
 	int			nrejected = 0;
 	TimestampTz now;
 
+	/* On a standby nothing is stored: the write refuses it, not this. */
 	if (reg == NULL || limit <= 0 || result->status != MAP_OK ||
-		result->nrows[ROW_METRIC] == 0 || !workers_database())
+		result->nrows[ROW_METRIC] == 0 || RecoveryInProgress() || !workers_database())
 		return true;
 	/* A SQL caller loads it itself rather than wait for a worker. */
 	if (IsTransactionState())
-		refresh_in_xact(true);
+		refresh_in_xact(0, true);
 
 	nevents = collect_events(result, &events, &keys);
 
@@ -488,6 +502,8 @@ registry_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			/* prepared: known unless rolled back, which only overcounts */
 			if (nwritten > 0 && reg != NULL)
 			{
 				LWLockAcquire(reg->lock, LW_EXCLUSIVE);
@@ -509,7 +525,6 @@ registry_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
 			/* stays reserved: counted until written again or swept */
 			nwritten = 0;
 			nmarks = 0;
@@ -786,6 +801,8 @@ registry_load(bool force)
 	int64		n = 0;
 	MemoryContext cxt;
 	MemoryContext oldcxt;
+	TimestampTz locked_at;
+	TimestampTz unlocked_at;
 
 	LWLockAcquire(reg->lock, LW_EXCLUSIVE);
 	if (!force && reg->loader_pid != 0 && reg->loader_pid != MyProcPid &&
@@ -817,16 +834,24 @@ registry_load(bool force)
 	}
 	PG_END_TRY();
 
+	locked_at = GetCurrentTimestamp();
 	LWLockAcquire(reg->lock, LW_EXCLUSIVE);
 	rebuild_locked(loaded, n, gen, GetCurrentTimestamp());
 	reg->loaded = true;
 	reg->loaded_removals = removals;
+	if (removals == stats_get(STAT_SERIES_REMOVALS))
+		pg_atomic_write_u64(&reg->stale_since, 0);
 	if (reg->loader_pid == MyProcPid)
 		reg->loader_pid = 0;
 	LWLockRelease(reg->lock);
+	unlocked_at = GetCurrentTimestamp();
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);
 
+	ereport(LOG,
+			(errmsg("machpay series registry loaded " INT64_FORMAT " series in %ld ms (%ld ms of it exclusive)",
+					n, (long) ((unlocked_at - now) / 1000),
+					(long) ((unlocked_at - locked_at) / 1000))));
 	if (reg->overflowed)
 		ereport(WARNING,
 				(errmsg("machpay series registry holds fewer series than machpay.metric_series (%d)",
@@ -835,18 +860,41 @@ registry_load(bool force)
 				 errhint("Raise machpay.series_registry_size (server start).")));
 }
 
-/* What is due: a load (true) and a sweep (*sweep). */
+/*
+ * What is due: a load (true) and a sweep (*sweep).  A registry that is
+ * stale (series were removed since its load) is due only once it has been
+ * for grace_ms: the maintenance worker reloads it (grace 0), the ingest
+ * workers and writers only when it did not, so a reload of a large table
+ * does not stall their loops or flushes.
+ */
 static bool
-load_due(bool *sweep)
+load_due(int grace_ms, bool *sweep)
 {
-	bool		due;
+	bool		loaded;
+	bool		stale;
 	TimestampTz now = GetCurrentTimestamp();
+	uint64		since;
 
 	LWLockAcquire(reg->lock, LW_SHARED);
-	due = !reg->loaded || reg->loaded_removals != stats_get(STAT_SERIES_REMOVALS);
+	loaded = reg->loaded;
+	stale = reg->loaded_removals != stats_get(STAT_SERIES_REMOVALS);
 	*sweep = sweep_due(now);
 	LWLockRelease(reg->lock);
-	return due;
+	if (!loaded)
+		return true;
+	if (!stale)
+		return false;
+	since = pg_atomic_read_u64(&reg->stale_since);
+	if (since == 0)
+	{
+		uint64		zero = 0;
+
+		if (pg_atomic_compare_exchange_u64(&reg->stale_since, &zero, (uint64) now))
+			since = (uint64) now;
+		else
+			since = zero;
+	}
+	return now - (TimestampTz) since >= (int64) grace_ms * 1000;
 }
 
 static void
@@ -859,33 +907,33 @@ sweep(void)
 }
 
 static void
-refresh_in_xact(bool force)
+refresh_in_xact(int grace_ms, bool force)
 {
 	bool		sweeping;
 
 	if (reg == NULL || RecoveryInProgress() || !workers_database())
 		return;
-	if (load_due(&sweeping))
+	if (load_due(grace_ms, &sweeping))
 		registry_load(force);
 	else if (sweeping)
 		sweep();
 }
 
 void
-series_registry_refresh_in_xact(void)
+series_registry_refresh_in_xact(int grace_ms)
 {
-	refresh_in_xact(false);
+	refresh_in_xact(grace_ms, false);
 }
 
 void
-series_registry_refresh(void)
+series_registry_refresh(int grace_ms)
 {
 	bool		sweeping;
 	MemoryContext oldcxt = CurrentMemoryContext;
 
 	if (reg == NULL || RecoveryInProgress())
 		return;
-	if (!load_due(&sweeping))
+	if (!load_due(grace_ms, &sweeping))
 	{
 		if (sweeping)
 			sweep();
@@ -896,7 +944,7 @@ series_registry_refresh(void)
 	PG_TRY();
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
-		series_registry_refresh_in_xact();
+		series_registry_refresh_in_xact(grace_ms);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}

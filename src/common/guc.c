@@ -186,7 +186,7 @@ define_reloadable_gucs(void)
 							NULL, &machpay_flush_retry_window_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.max_series_per_entity",
-							gettext_noop("Most metric series one entity may have; rows of new series past it are dropped and counted. 0 = no limit."),
+							gettext_noop("Most metric series one entity may have; an event bringing new series past it is rejected. 0 = no limit."),
 							NULL, &machpay_max_series_per_entity, 10000, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.series_registry_size",

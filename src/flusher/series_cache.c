@@ -23,10 +23,13 @@
  *    removing.
  * The cache is bounded: past SERIES_CACHE_MAX entries it starts over.
  *
- * A *new* series of an entity that already has machpay.max_series_per_entity
- * series is refused: its entry gets SERIES_REFUSED and the writer drops its
- * rows and counts them (flush time is the first moment the series
- * dictionary is known; see the README, "Limits").
+ * The per-entity limit machpay.max_series_per_entity is decided at
+ * admission by the shared series registry (buffer/series_registry.c), which
+ * this cache keeps informed: every series a batch resolves is reported to
+ * it, known once the batch commits.  The check here is the last line, for
+ * what the registry could not see (it was full, or disabled): a *new*
+ * series of an entity that already has the limit's number of series gets
+ * SERIES_REFUSED and the writer drops its rows and counts them.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -203,7 +206,7 @@ series_cache_begin_batch(void)
 	if (cache_htab == NULL)
 		series_cache_create();
 	nmisses = 0;
-	series_registry_refresh_in_xact();
+	series_registry_refresh_in_xact(SERIES_REGISTRY_GRACE_MS);
 }
 
 SeriesEntry *

@@ -327,7 +327,7 @@ refresh_state(TimestampTz now, TimestampTz *last_check)
 		http_ingest_refresh_options();
 	}
 	if (http_status.extension_ready && !http_status.in_recovery)
-		series_registry_refresh();
+		series_registry_refresh(SERIES_REGISTRY_GRACE_MS);
 	http_status.state = http_status.extension_ready ?
 		HTTP_STATE_SERVING : HTTP_STATE_STARTING;
 	if (http_status.state != before || http_status.in_recovery != recovery_before)
