@@ -28,9 +28,11 @@
  *
  * Who loads it: the maintenance worker, once a second if due (it is idle
  * and nothing waits on it), so a reload of a large table after a prune
- * stalls no ingest loop and no flush; the ingest workers at start and
- * the writers only when it has not been done for SERIES_REGISTRY_GRACE_MS;
+ * stalls no ingest loop and no flush; the ingest workers at start, and
+ * later only when it has not been done for SERIES_REGISTRY_GRACE_MS;
  * machpay.ingest() and buffer_ingest() themselves, in their transaction.
+ * Writers never load it (a flush, and the intents it carries, must not
+ * wait for a read of the whole table).
  *
  * When the registry is full (machpay.series_registry_size), an event with
  * a series it cannot hold is refused (too_large), since nothing tells
@@ -490,6 +492,19 @@ series_registry_admit(MapResult *result, const MapOptions *opts)
 	return true;
 }
 
+bool
+series_registry_ready(void)
+{
+	bool		loaded;
+
+	if (reg == NULL || machpay_max_series_per_entity <= 0)
+		return true;
+	LWLockAcquire(reg->lock, LW_SHARED);
+	loaded = reg->loaded;
+	LWLockRelease(reg->lock);
+	return loaded;
+}
+
 /* ------------------------------------------------------------------------
  * What the writers resolved
  * ------------------------------------------------------------------------
@@ -906,23 +921,26 @@ sweep(void)
 	LWLockRelease(reg->lock);
 }
 
+/* The extension may have been dropped under a worker: then nothing to load. */
+static bool
+table_exists(void)
+{
+	Oid			nsp = get_namespace_oid(MACHPAY_SCHEMA, true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("metric_series", nsp));
+}
+
 static void
 refresh_in_xact(int grace_ms, bool force)
 {
 	bool		sweeping;
 
-	if (reg == NULL || RecoveryInProgress() || !workers_database())
+	if (reg == NULL || RecoveryInProgress() || !workers_database() || !table_exists())
 		return;
 	if (load_due(grace_ms, &sweeping))
 		registry_load(force);
 	else if (sweeping)
 		sweep();
-}
-
-void
-series_registry_refresh_in_xact(int grace_ms)
-{
-	refresh_in_xact(grace_ms, false);
 }
 
 void
@@ -944,7 +962,7 @@ series_registry_refresh(int grace_ms)
 	PG_TRY();
 	{
 		PushActiveSnapshot(GetTransactionSnapshot());
-		series_registry_refresh_in_xact(grace_ms);
+		refresh_in_xact(grace_ms, false);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}

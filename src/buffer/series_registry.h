@@ -38,17 +38,19 @@ extern bool series_registry_admit(MapResult *result, const MapOptions *opts);
 /*
  * Load the registry when it is empty or series were removed since its
  * load (the latter only once it has been so for grace_ms), and drop
- * reservations no writer confirmed in time.  _in_xact() needs a
- * transaction; series_registry_refresh() starts its own when a load is
- * due, and reports a failure to the log without raising it.  The
+ * reservations no writer confirmed in time.  Called outside a
+ * transaction: it starts its own when a load is due, and reports a
+ * failure to the log without raising it.  The
  * maintenance worker calls it every SERIES_REGISTRY_CHECK_MS with no
- * grace: it is the one that reloads after a prune; the ingest workers and
- * writers step in after SERIES_REGISTRY_GRACE_MS (or at start).
+ * grace: it is the one that reloads after a prune; the ingest workers
+ * step in after SERIES_REGISTRY_GRACE_MS (or at start).
  */
 #define SERIES_REGISTRY_CHECK_MS	1000
 #define SERIES_REGISTRY_GRACE_MS	5000
-extern void series_registry_refresh_in_xact(int grace_ms);
 extern void series_registry_refresh(int grace_ms);
+
+/* Can admission decide (loaded, or no limit to decide)?  For /readyz. */
+extern bool series_registry_ready(void);
 
 /*
  * A writer resolved this series (found or created it) in the current

@@ -103,6 +103,10 @@ define_postmaster_gucs(void)
 							gettext_noop("Size of the shared-memory buffer of validated rows."),
 							NULL, &machpay_buffer_size_kb, 64 * 1024, 1024, INT_MAX / 2,
 							PGC_POSTMASTER, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.series_registry_size",
+							gettext_noop("Metric series the shared series registry holds, for machpay.max_series_per_entity at admission; 0 = no registry."),
+							NULL, &machpay_series_registry_size, 262144, 0, 64 * 1024 * 1024,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("machpay.tls_cert_file",
 							   gettext_noop("PEM certificate; with tls_key_file, the ingest server speaks HTTPS (h2 by ALPN)."),
 							   NULL, &machpay_tls_cert_file, "",
@@ -189,10 +193,6 @@ define_reloadable_gucs(void)
 							gettext_noop("Most metric series one entity may have; an event bringing new series past it is rejected. 0 = no limit."),
 							NULL, &machpay_max_series_per_entity, 10000, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("machpay.series_registry_size",
-							gettext_noop("Metric series the shared series registry holds, for machpay.max_series_per_entity at admission; 0 = no registry."),
-							NULL, &machpay_series_registry_size, 262144, 0, 64 * 1024 * 1024,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.sse_heartbeat_interval",
 							gettext_noop("Interval of the comment heartbeat on SSE streams; 0 disables it."),
 							NULL, &machpay_sse_heartbeat_interval_ms, 15000, 0, 3600 * 1000,

@@ -206,7 +206,6 @@ series_cache_begin_batch(void)
 	if (cache_htab == NULL)
 		series_cache_create();
 	nmisses = 0;
-	series_registry_refresh_in_xact(SERIES_REGISTRY_GRACE_MS);
 }
 
 SeriesEntry *

@@ -326,7 +326,7 @@ refresh_state(TimestampTz now, TimestampTz *last_check)
 		last_options = now;
 		http_ingest_refresh_options();
 	}
-	if (http_status.extension_ready && !http_status.in_recovery)
+	if (http_status.extension_ready)
 		series_registry_refresh(SERIES_REGISTRY_GRACE_MS);
 	http_status.state = http_status.extension_ready ?
 		HTTP_STATE_SERVING : HTTP_STATE_STARTING;

@@ -150,5 +150,21 @@ is(series_of($E), 'custom.m005', 'and the new series is stored');
 
 is(counter('rows_dropped_series_limit'), '0', 'still no row dropped after its 202');
 
+# --- a registry too small for the table: what it cannot count is refused
+$node->append_conf('postgresql.conf', "machpay.series_registry_size = 6\n");
+my $log_offset = -s $node->logfile;
+$node->restart;
+ok(wait_ready($port), 'ingest server ready with a small registry');
+my $F = '4wBqpZM9xaSheZzJSMawUKKwhdpChKbZ5eu5ky4Vigw';
+$deadline = time + 30;
+do { $r = post(report($F, 1)); sleep 0.2 if $r->{status} == 503 } while ($r->{status} == 503 && time < $deadline);
+is($r->{status}, 422, 'a new series the full registry cannot count: 422');
+like($r->{body}, qr/"code":"too_large","message":"the series registry is full: .*raise machpay.series_registry_size"/,
+	'naming machpay.series_registry_size');
+ok($node->log_contains(qr/series registry holds fewer series than machpay.metric_series/, $log_offset),
+	'the start said so in the log');
+is(series_of($F), '', 'nothing of it stored');
+is(counter('rows_dropped_series_limit'), '0', 'and nothing dropped after a 202');
+
 $node->stop;
 done_testing();
