@@ -70,6 +70,7 @@
 /* A load that has not finished in this time is taken over. */
 #define LOADER_TIMEOUT_MS		60000
 #define LOAD_FETCH_ROWS			10000
+#define REFRESH_CHECK_MS		100
 #define MESSAGE_MAX				256
 
 typedef enum SeriesState
@@ -946,10 +947,16 @@ refresh_in_xact(int grace_ms, bool force)
 void
 series_registry_refresh(int grace_ms)
 {
+	static TimestampTz last_check = 0;
 	bool		sweeping;
 	MemoryContext oldcxt = CurrentMemoryContext;
+	TimestampTz now = GetCurrentTimestamp();
 
-	if (reg == NULL || RecoveryInProgress())
+	/* The ingest loop calls it every turn: look a few times a second. */
+	if (reg == NULL || !TimestampDifferenceExceeds(last_check, now, REFRESH_CHECK_MS))
+		return;
+	last_check = now;
+	if (RecoveryInProgress())
 		return;
 	if (!load_due(grace_ms, &sweeping))
 	{
