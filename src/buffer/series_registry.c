@@ -289,8 +289,17 @@ typedef struct EventSeries
 	uint64		entity_key;
 	int			first;
 	int			n;
-	int			nnew;			/* not in the registry (last count) */
+	int			nnew;			/* not in the registry, when refused */
+	int			have;			/* the entity's series, when refused */
 } EventSeries;
+
+/* Why an event's new series were not reserved. */
+typedef enum Refusal
+{
+	REFUSAL_NONE,
+	REFUSAL_LIMIT,				/* past machpay.max_series_per_entity */
+	REFUSAL_FULL,				/* the registry cannot count them */
+} Refusal;
 
 static int
 key_cmp(const void *a, const void *b)
@@ -369,11 +378,11 @@ count_new(const EventSeries *ev, const uint64 *keys)
 }
 
 /*
- * Under the exclusive lock: reserve the event's new series, or say why
- * not (a message for the event's error).
+ * Under the exclusive lock (so nothing here may fail): reserve the event's
+ * new series, or say why not.
  */
-static char *
-reserve_event(const EventSeries *ev, const uint64 *keys, int limit, TimestampTz now)
+static Refusal
+reserve_event(EventSeries *ev, const uint64 *keys, int limit, TimestampTz now)
 {
 	int			nnew = count_new(ev, keys);
 	EntitySlot *e;
@@ -381,17 +390,17 @@ reserve_event(const EventSeries *ev, const uint64 *keys, int limit, TimestampTz 
 	bool		found;
 
 	if (nnew == 0)
-		return NULL;
+		return REFUSAL_NONE;
 	e = hash_search(entity_htab, &ev->entity_key, HASH_FIND, NULL);
 	have = e ? e->nseries : 0;
+	ev->nnew = nnew;
+	ev->have = have;
 	if ((int64) have + nnew > limit)
-		return psprintf("entity %s has %d metric series; the %d new series of this event would pass machpay.max_series_per_entity (%d)",
-						ev->entity, have, nnew, limit);
+		return REFUSAL_LIMIT;
 	if (reg->overflowed ||
 		hash_get_num_entries(series_htab) + nnew > machpay_series_registry_size ||
 		(e == NULL && hash_get_num_entries(entity_htab) >= entity_capacity()))
-		return psprintf("the series registry is full: %d new metric series of entity %s cannot be counted against machpay.max_series_per_entity; raise machpay.series_registry_size",
-						nnew, ev->entity);
+		return REFUSAL_FULL;
 
 	e = hash_search(entity_htab, &ev->entity_key, HASH_ENTER, &found);
 	if (!found)
@@ -409,7 +418,17 @@ reserve_event(const EventSeries *ev, const uint64 *keys, int limit, TimestampTz 
 		e->nseries++;
 		note_reserved(now);
 	}
-	return NULL;
+	return REFUSAL_NONE;
+}
+
+static char *
+refusal_message(const EventSeries *ev, Refusal why, int limit)
+{
+	if (why == REFUSAL_LIMIT)
+		return psprintf("entity %s has %d metric series; the %d new series of this event would pass machpay.max_series_per_entity (%d)",
+						ev->entity, ev->have, ev->nnew, limit);
+	return psprintf("the series registry is full: %d new metric series of entity %s cannot be counted against machpay.max_series_per_entity; raise machpay.series_registry_size",
+					ev->nnew, ev->entity);
 }
 
 static bool
@@ -437,6 +456,7 @@ series_registry_admit(MapResult *result, const MapOptions *opts)
 	int			nnew = 0;
 	int32	   *rejected;
 	char	  **messages;
+	Refusal    *why;
 	int			nrejected = 0;
 	TimestampTz now;
 
@@ -470,19 +490,20 @@ series_registry_admit(MapResult *result, const MapOptions *opts)
 
 	rejected = palloc(sizeof(int32) * nevents);
 	messages = palloc(sizeof(char *) * nevents);
+	why = palloc(sizeof(Refusal) * nevents);
 	now = GetCurrentTimestamp();
 	LWLockAcquire(reg->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < nevents; i++)
-	{
-		char	   *why = reserve_event(&events[i], keys, limit, now);
-
-		if (why != NULL)
-		{
-			rejected[nrejected] = events[i].index;
-			messages[nrejected++] = why;
-		}
-	}
+		why[i] = reserve_event(&events[i], keys, limit, now);
 	LWLockRelease(reg->lock);
+
+	for (int i = 0; i < nevents; i++)
+	{
+		if (why[i] == REFUSAL_NONE)
+			continue;
+		rejected[nrejected] = events[i].index;
+		messages[nrejected++] = refusal_message(&events[i], why[i], limit);
+	}
 
 	if (nrejected > 0)
 	{
