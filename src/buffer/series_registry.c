@@ -71,7 +71,6 @@
 #define LOADER_TIMEOUT_MS		60000
 #define LOAD_FETCH_ROWS			10000
 #define REFRESH_CHECK_MS		100
-#define MESSAGE_MAX				256
 
 typedef enum SeriesState
 {
@@ -130,6 +129,7 @@ static bool callbacks_registered = false;
 static int	in_workers_database = -1;
 
 static void refresh_in_xact(int grace_ms, bool force);
+static void register_callbacks(void);
 
 static int64
 entity_capacity(void)
@@ -466,7 +466,10 @@ series_registry_admit(MapResult *result, const MapOptions *opts)
 		return true;
 	/* A SQL caller loads it itself rather than wait for a worker. */
 	if (IsTransactionState())
+	{
+		register_callbacks();
 		refresh_in_xact(0, true);
+	}
 
 	nevents = collect_events(result, &events, &keys);
 
@@ -601,6 +604,21 @@ registry_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+/*
+ * Registered on the first admission in a transaction or the first written
+ * series, whichever comes first, so a subtransaction that writes series is
+ * seen starting.
+ */
+static void
+register_callbacks(void)
+{
+	if (callbacks_registered)
+		return;
+	RegisterXactCallback(registry_xact_callback, NULL);
+	RegisterSubXactCallback(registry_subxact_callback, NULL);
+	callbacks_registered = true;
+}
+
 void
 series_registry_note_written(const char *entity, uint32 entity_len,
 							 const char *metric, uint32 metric_len,
@@ -614,12 +632,7 @@ series_registry_note_written(const char *entity, uint32 entity_len,
 
 	if (reg == NULL || !workers_database())
 		return;
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(registry_xact_callback, NULL);
-		RegisterSubXactCallback(registry_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
+	register_callbacks();
 	key = series_key(entity, entity_len, metric, metric_len, labels, labels_len);
 	ekey = entity_key(entity, entity_len);
 
