@@ -16,7 +16,7 @@
  *  - a reserved series stays counted until a writer commits it: writers
  *    report each series they resolve, and the report confirms it (known)
  *    when their transaction commits;
- *  - a reload (series_registry_load) only drops what the table no longer
+ *  - a reload (series_registry_load.c) only drops what the table no longer
  *    has: a series confirmed before the reload began (an older
  *    *generation*) that its snapshot lacks, or a reservation older than
  *    the reservation lifetime (machpay.flush_retry_window + 30 s, by
@@ -42,74 +42,25 @@
  */
 #include "postgres.h"
 
-#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "catalog/namespace.h"
 #include "commands/dbcommands.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
-#include "port/atomics.h"
-#include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "utils/builtins.h"
-#include "utils/hsearch.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/rel.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "buffer/series_registry.h"
+#include "buffer/series_registry_int.h"
 #include "common/machpay.h"
 #include "common/stats.h"
 
 #define REGISTRY_TRANCHE		"machpay series registry"
 #define ENTITY_KEY_BIT			(UINT64CONST(1) << 63)
-/* A load that has not finished in this time is taken over. */
-#define LOADER_TIMEOUT_MS		60000
-#define LOAD_FETCH_ROWS			10000
-#define REFRESH_CHECK_MS		100
 
-typedef enum SeriesState
-{
-	SERIES_RESERVED,			/* admitted, not committed by a writer yet */
-	SERIES_KNOWN,				/* in machpay.metric_series */
-} SeriesState;
-
-typedef struct SeriesSlot
-{
-	uint64		key;			/* hash key: the series identity's hash */
-	uint64		entity;			/* its entity's key */
-	TimestampTz stamp;			/* reserved: when reserved or last written */
-	uint32		generation;		/* known: the registry generation it became known in */
-	SeriesState state;
-} SeriesSlot;
-
-typedef struct EntitySlot
-{
-	uint64		key;			/* hash key: the entity id's hash, top bit set */
-	int32		nseries;		/* series of the registry that are its */
-} EntitySlot;
-
-typedef struct RegistryShared
-{
-	LWLock	   *lock;
-	bool		loaded;
-	bool		overflowed;		/* the last load did not fit */
-	uint64		loaded_removals;	/* series_removals the load saw */
-	uint32		generation;		/* moved by each load's start */
-	int64		nreserved;
-	TimestampTz oldest_reserved;	/* no reservation is older (when nreserved > 0) */
-	int			loader_pid;
-	TimestampTz loader_started;
-	pg_atomic_uint64 stale_since;	/* first seen stale (removals moved); 0 = not */
-} RegistryShared;
-
-static RegistryShared *reg = NULL;
-static HTAB *series_htab = NULL;
-static HTAB *entity_htab = NULL;
+RegistryShared *registry = NULL;
+HTAB	   *registry_series = NULL;
+HTAB	   *registry_entities = NULL;
 
 /* Series this process's transaction resolved, confirmed at its commit. */
 static uint64 *written = NULL;
@@ -128,11 +79,10 @@ static bool callbacks_registered = false;
 /* Does this backend's database hold the workers' tables?  -1 = not known. */
 static int	in_workers_database = -1;
 
-static void refresh_in_xact(int grace_ms, bool force);
 static void register_callbacks(void);
 
-static int64
-entity_capacity(void)
+int64
+registry_entity_capacity(void)
 {
 	return machpay_series_registry_size / 8 + 1024;
 }
@@ -153,7 +103,7 @@ series_registry_shmem_request(void)
 	RequestAddinShmemSpace(add_size(MAXALIGN(sizeof(RegistryShared)),
 									add_size(hash_estimate_size(machpay_series_registry_size,
 																sizeof(SeriesSlot)),
-											 hash_estimate_size(entity_capacity(),
+											 hash_estimate_size(registry_entity_capacity(),
 																sizeof(EntitySlot)))));
 	RequestNamedLWLockTranche(REGISTRY_TRANCHE, 1);
 }
@@ -167,23 +117,23 @@ series_registry_shmem_init(void)
 
 	if (machpay_series_registry_size <= 0)
 		return;
-	reg = ShmemInitStruct("machpay series registry", sizeof(RegistryShared), &found);
+	registry = ShmemInitStruct("machpay series registry", sizeof(RegistryShared), &found);
 	if (!found)
 	{
-		memset(reg, 0, sizeof(RegistryShared));
-		reg->lock = &(GetNamedLWLockTranche(REGISTRY_TRANCHE))->lock;
-		pg_atomic_init_u64(&reg->stale_since, 0);
+		memset(registry, 0, sizeof(RegistryShared));
+		registry->lock = &(GetNamedLWLockTranche(REGISTRY_TRANCHE))->lock;
+		pg_atomic_init_u64(&registry->stale_since, 0);
 	}
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(uint64);
 	ctl.entrysize = sizeof(SeriesSlot);
 	ctl.hash = key_hash;
-	series_htab = ShmemInitHash("machpay series registry series",
+	registry_series = ShmemInitHash("machpay series registry series",
 								machpay_series_registry_size, machpay_series_registry_size,
 								&ctl, HASH_ELEM | HASH_FUNCTION);
 	ctl.entrysize = sizeof(EntitySlot);
-	entity_htab = ShmemInitHash("machpay series registry entities",
-								entity_capacity(), entity_capacity(),
+	registry_entities = ShmemInitHash("machpay series registry entities",
+								registry_entity_capacity(), registry_entity_capacity(),
 								&ctl, HASH_ELEM | HASH_FUNCTION);
 }
 
@@ -192,14 +142,14 @@ series_registry_shmem_init(void)
  * ------------------------------------------------------------------------
  */
 
-static uint64
-entity_key(const char *entity, uint32 len)
+uint64
+registry_entity_key(const char *entity, uint32 len)
 {
 	return hash_bytes_extended((const unsigned char *) entity, (int) len, 1) | ENTITY_KEY_BIT;
 }
 
-static uint64
-series_key(const char *entity, uint32 entity_len, const char *metric, uint32 metric_len,
+uint64
+registry_series_key(const char *entity, uint32 entity_len, const char *metric, uint32 metric_len,
 		   const char *labels, uint32 labels_len)
 {
 	uint64		h = hash_bytes_extended((const unsigned char *) entity, (int) entity_len, 0);
@@ -209,71 +159,18 @@ series_key(const char *entity, uint32 entity_len, const char *metric, uint32 met
 	return h & ~ENTITY_KEY_BIT;
 }
 
-static int64
-reservation_lifetime_us(void)
+int64
+registry_lifetime_us(void)
 {
 	return ((int64) machpay_flush_retry_window_s + 30) * USECS_PER_SEC;
 }
 
-/* ------------------------------------------------------------------------
- * Changes under the exclusive lock
- * ------------------------------------------------------------------------
- */
-
-static void
-entity_adjust(uint64 entity, int delta)
+void
+registry_note_reserved(TimestampTz now)
 {
-	EntitySlot *e = hash_search(entity_htab, &entity, HASH_FIND, NULL);
-
-	if (e == NULL)
-		return;
-	e->nseries += delta;
-	if (e->nseries <= 0)
-		hash_search(entity_htab, &entity, HASH_REMOVE, NULL);
-}
-
-static void
-note_reserved(TimestampTz now)
-{
-	if (reg->nreserved == 0 || now < reg->oldest_reserved)
-		reg->oldest_reserved = now;
-	reg->nreserved++;
-}
-
-/*
- * Drop reservations past the lifetime: their rows were refused after the
- * admission (429, 503, a rollback), or written and dropped by the writer.
- */
-static void
-sweep_locked(TimestampTz now)
-{
-	HASH_SEQ_STATUS seq;
-	SeriesSlot *s;
-	TimestampTz cutoff = now - reservation_lifetime_us();
-	TimestampTz oldest = now;
-
-	hash_seq_init(&seq, series_htab);
-	while ((s = hash_seq_search(&seq)) != NULL)
-	{
-		if (s->state != SERIES_RESERVED)
-			continue;
-		if (s->stamp < cutoff)
-		{
-			entity_adjust(s->entity, -1);
-			reg->nreserved--;
-			hash_search(series_htab, &s->key, HASH_REMOVE, NULL);
-		}
-		else if (s->stamp < oldest)
-			oldest = s->stamp;
-	}
-	reg->oldest_reserved = oldest;
-}
-
-static bool
-sweep_due(TimestampTz now)
-{
-	return reg->nreserved > 0 &&
-		now - reg->oldest_reserved > reservation_lifetime_us();
+	if (registry->nreserved == 0 || now < registry->oldest_reserved)
+		registry->oldest_reserved = now;
+	registry->nreserved++;
 }
 
 /* ------------------------------------------------------------------------
@@ -340,12 +237,12 @@ collect_events(const MapResult *result, EventSeries **events_out, uint64 **keys_
 			ev = &events[nevents++];
 			ev->index = row.event_index;
 			ev->entity = row.str[0];
-			ev->entity_key = entity_key(row.str[0], row.len[0]);
+			ev->entity_key = registry_entity_key(row.str[0], row.len[0]);
 			ev->first = nkeys;
 			ev->n = 0;
 			ev->nnew = 0;
 		}
-		keys[nkeys++] = series_key(row.str[0], row.len[0], row.str[1], row.len[1],
+		keys[nkeys++] = registry_series_key(row.str[0], row.len[0], row.str[1], row.len[1],
 								   row.str[2], row.len[2]);
 		ev->n++;
 	}
@@ -372,7 +269,7 @@ count_new(const EventSeries *ev, const uint64 *keys)
 	int			n = 0;
 
 	for (int j = 0; j < ev->n; j++)
-		if (hash_search(series_htab, &keys[ev->first + j], HASH_FIND, NULL) == NULL)
+		if (hash_search(registry_series, &keys[ev->first + j], HASH_FIND, NULL) == NULL)
 			n++;
 	return n;
 }
@@ -391,23 +288,23 @@ reserve_event(EventSeries *ev, const uint64 *keys, int limit, TimestampTz now)
 
 	if (nnew == 0)
 		return REFUSAL_NONE;
-	e = hash_search(entity_htab, &ev->entity_key, HASH_FIND, NULL);
+	e = hash_search(registry_entities, &ev->entity_key, HASH_FIND, NULL);
 	have = e ? e->nseries : 0;
 	ev->nnew = nnew;
 	ev->have = have;
 	if ((int64) have + nnew > limit)
 		return REFUSAL_LIMIT;
-	if (reg->overflowed ||
-		hash_get_num_entries(series_htab) + nnew > machpay_series_registry_size ||
-		(e == NULL && hash_get_num_entries(entity_htab) >= entity_capacity()))
+	if (registry->overflowed ||
+		hash_get_num_entries(registry_series) + nnew > machpay_series_registry_size ||
+		(e == NULL && hash_get_num_entries(registry_entities) >= registry_entity_capacity()))
 		return REFUSAL_FULL;
 
-	e = hash_search(entity_htab, &ev->entity_key, HASH_ENTER, &found);
+	e = hash_search(registry_entities, &ev->entity_key, HASH_ENTER, &found);
 	if (!found)
 		e->nseries = 0;
 	for (int j = 0; j < ev->n; j++)
 	{
-		SeriesSlot *s = hash_search(series_htab, &keys[ev->first + j], HASH_ENTER, &found);
+		SeriesSlot *s = hash_search(registry_series, &keys[ev->first + j], HASH_ENTER, &found);
 
 		if (found)
 			continue;
@@ -416,7 +313,7 @@ reserve_event(EventSeries *ev, const uint64 *keys, int limit, TimestampTz now)
 		s->generation = 0;
 		s->state = SERIES_RESERVED;
 		e->nseries++;
-		note_reserved(now);
+		registry_note_reserved(now);
 	}
 	return REFUSAL_NONE;
 }
@@ -431,8 +328,8 @@ refusal_message(const EventSeries *ev, Refusal why, int limit)
 					ev->nnew, ev->entity);
 }
 
-static bool
-workers_database(void)
+bool
+registry_workers_database(void)
 {
 	if (in_workers_database < 0)
 	{
@@ -461,22 +358,22 @@ series_registry_admit(MapResult *result, const MapOptions *opts)
 	TimestampTz now;
 
 	/* On a standby nothing is stored: the write refuses it, not this. */
-	if (reg == NULL || limit <= 0 || result->status != MAP_OK ||
-		result->nrows[ROW_METRIC] == 0 || RecoveryInProgress() || !workers_database())
+	if (registry == NULL || limit <= 0 || result->status != MAP_OK ||
+		result->nrows[ROW_METRIC] == 0 || RecoveryInProgress() || !registry_workers_database())
 		return true;
 	/* A SQL caller loads it itself rather than wait for a worker. */
 	if (IsTransactionState())
 	{
 		register_callbacks();
-		refresh_in_xact(0, true);
+		registry_refresh_in_xact(0, true);
 	}
 
 	nevents = collect_events(result, &events, &keys);
 
-	LWLockAcquire(reg->lock, LW_SHARED);
-	if (!reg->loaded)
+	LWLockAcquire(registry->lock, LW_SHARED);
+	if (!registry->loaded)
 	{
-		LWLockRelease(reg->lock);
+		LWLockRelease(registry->lock);
 		if (IsTransactionState())
 			ereport(ERROR,
 					(errcode(ERRCODE_CANNOT_CONNECT_NOW),
@@ -487,7 +384,7 @@ series_registry_admit(MapResult *result, const MapOptions *opts)
 	}
 	for (int i = 0; i < nevents && nnew == 0; i++)
 		nnew += count_new(&events[i], keys);
-	LWLockRelease(reg->lock);
+	LWLockRelease(registry->lock);
 	if (nnew == 0)
 		return true;			/* every series known or reserved */
 
@@ -495,10 +392,10 @@ series_registry_admit(MapResult *result, const MapOptions *opts)
 	messages = palloc(sizeof(char *) * nevents);
 	why = palloc(sizeof(Refusal) * nevents);
 	now = GetCurrentTimestamp();
-	LWLockAcquire(reg->lock, LW_EXCLUSIVE);
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < nevents; i++)
 		why[i] = reserve_event(&events[i], keys, limit, now);
-	LWLockRelease(reg->lock);
+	LWLockRelease(registry->lock);
 
 	for (int i = 0; i < nevents; i++)
 	{
@@ -522,11 +419,11 @@ series_registry_ready(void)
 {
 	bool		loaded;
 
-	if (reg == NULL || machpay_max_series_per_entity <= 0)
+	if (registry == NULL || machpay_max_series_per_entity <= 0)
 		return true;
-	LWLockAcquire(reg->lock, LW_SHARED);
-	loaded = reg->loaded;
-	LWLockRelease(reg->lock);
+	LWLockAcquire(registry->lock, LW_SHARED);
+	loaded = registry->loaded;
+	LWLockRelease(registry->lock);
 	return loaded;
 }
 
@@ -544,21 +441,21 @@ registry_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			/* prepared: known unless rolled back, which only overcounts */
-			if (nwritten > 0 && reg != NULL)
+			if (nwritten > 0 && registry != NULL)
 			{
-				LWLockAcquire(reg->lock, LW_EXCLUSIVE);
+				LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 				for (int i = 0; i < nwritten; i++)
 				{
-					SeriesSlot *s = hash_search(series_htab, &written[i], HASH_FIND, NULL);
+					SeriesSlot *s = hash_search(registry_series, &written[i], HASH_FIND, NULL);
 
 					if (s != NULL && s->state == SERIES_RESERVED)
 					{
 						s->state = SERIES_KNOWN;
-						s->generation = reg->generation;
-						reg->nreserved--;
+						s->generation = registry->generation;
+						registry->nreserved--;
 					}
 				}
-				LWLockRelease(reg->lock);
+				LWLockRelease(registry->lock);
 			}
 			nwritten = 0;
 			nmarks = 0;
@@ -630,34 +527,34 @@ series_registry_note_written(const char *entity, uint32 entity_len,
 	bool		found;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (reg == NULL || !workers_database())
+	if (registry == NULL || !registry_workers_database())
 		return;
 	register_callbacks();
-	key = series_key(entity, entity_len, metric, metric_len, labels, labels_len);
-	ekey = entity_key(entity, entity_len);
+	key = registry_series_key(entity, entity_len, metric, metric_len, labels, labels_len);
+	ekey = registry_entity_key(entity, entity_len);
 
-	LWLockAcquire(reg->lock, LW_EXCLUSIVE);
-	s = hash_search(series_htab, &key, HASH_FIND, NULL);
-	if (s == NULL && hash_get_num_entries(series_htab) < machpay_series_registry_size)
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	s = hash_search(registry_series, &key, HASH_FIND, NULL);
+	if (s == NULL && hash_get_num_entries(registry_series) < machpay_series_registry_size)
 	{
-		EntitySlot *e = hash_search(entity_htab, &ekey, HASH_ENTER_NULL, &found);
+		EntitySlot *e = hash_search(registry_entities, &ekey, HASH_ENTER_NULL, &found);
 
 		if (e != NULL)
 		{
 			if (!found)
 				e->nseries = 0;
-			s = hash_search(series_htab, &key, HASH_ENTER, &found);
+			s = hash_search(registry_series, &key, HASH_ENTER, &found);
 			s->entity = ekey;
 			s->generation = 0;
 			s->state = SERIES_RESERVED;
 			s->stamp = now;
 			e->nseries++;
-			note_reserved(now);
+			registry_note_reserved(now);
 		}
 	}
 	if (s != NULL && s->state == SERIES_RESERVED)
 		s->stamp = now;			/* being written: its lifetime starts again */
-	LWLockRelease(reg->lock);
+	LWLockRelease(registry->lock);
 
 	if (s == NULL)
 		return;
@@ -670,347 +567,3 @@ series_registry_note_written(const char *entity, uint32 entity_len,
 	written[nwritten++] = key;
 }
 
-/* ------------------------------------------------------------------------
- * Loading from machpay.metric_series
- * ------------------------------------------------------------------------
- */
-
-typedef struct LoadedSeries
-{
-	uint64		key;
-	uint64		entity;
-} LoadedSeries;
-
-/*
- * Every series of the table, hashed, read under a snapshot taken now (not
- * the caller's transaction snapshot, which may be older than the
- * generation the load began).  Read as the table's owner: buffer_ingest()
- * callers need no SELECT on it.  At most capacity + 1 series.
- */
-static LoadedSeries *
-read_table(int64 *n_out)
-{
-	MemoryContext outer = CurrentMemoryContext;
-	Oid			nsp = get_namespace_oid(MACHPAY_SCHEMA, false);
-	Oid			relid = get_relname_relid("metric_series", nsp);
-	Relation	rel;
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec;
-	int64		max = machpay_series_registry_size + 1;
-	int64		alloc = Min(max, 65536);
-	int64		n = 0;
-	LoadedSeries *out = MemoryContextAllocHuge(outer, sizeof(LoadedSeries) * alloc);
-	SPIPlanPtr	plan;
-	Portal		portal;
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"%s.metric_series\" does not exist", MACHPAY_SCHEMA)));
-	rel = table_open(relid, AccessShareLock);
-	owner = rel->rd_rel->relowner;
-	table_close(rel, NoLock);
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetLatestSnapshot());
-	plan = SPI_prepare("SELECT entity_id, metric_name, labels::pg_catalog.text"
-					   "  FROM machpay.metric_series", 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, LOAD_FETCH_ROWS);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 r = 0; r < SPI_processed && n < max; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull[3];
-			text	   *t[3];
-
-			for (int c = 0; c < 3; c++)
-			{
-				Datum		d = SPI_getbinval(tup, desc, c + 1, &isnull[c]);
-
-				t[c] = isnull[c] ? NULL : DatumGetTextPP(d);
-			}
-			if (t[0] == NULL || t[1] == NULL || t[2] == NULL)
-				continue;
-			if (n == alloc)
-			{
-				alloc = Min(max, alloc * 2);
-				out = repalloc_huge(out, sizeof(LoadedSeries) * alloc);
-			}
-			out[n].key = series_key(VARDATA_ANY(t[0]), VARSIZE_ANY_EXHDR(t[0]),
-									VARDATA_ANY(t[1]), VARSIZE_ANY_EXHDR(t[1]),
-									VARDATA_ANY(t[2]), VARSIZE_ANY_EXHDR(t[2]));
-			out[n].entity = entity_key(VARDATA_ANY(t[0]), VARSIZE_ANY_EXHDR(t[0]));
-			n++;
-		}
-		SPI_freetuptable(SPI_tuptable);
-		if (n >= max)
-			break;
-		CHECK_FOR_INTERRUPTS();
-	}
-	SPI_cursor_close(portal);
-	PopActiveSnapshot();
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
-	*n_out = n;
-	return out;
-}
-
-/*
- * Under the exclusive lock: the table's series become known in generation
- * gen; what was known before gen and is not in the table goes, as do
- * reservations past their lifetime; entity counts are rebuilt.
- */
-static void
-rebuild_locked(const LoadedSeries *loaded, int64 n, uint32 gen, TimestampTz now)
-{
-	HASH_SEQ_STATUS seq;
-	SeriesSlot *s;
-	EntitySlot *e;
-	bool		overflow = false;
-	TimestampTz cutoff = now - reservation_lifetime_us();
-
-	for (int64 i = 0; i < n; i++)
-	{
-		bool		found;
-
-		s = hash_search(series_htab, &loaded[i].key, HASH_FIND, NULL);
-		if (s == NULL)
-		{
-			if (hash_get_num_entries(series_htab) >= machpay_series_registry_size)
-			{
-				overflow = true;
-				continue;
-			}
-			s = hash_search(series_htab, &loaded[i].key, HASH_ENTER, &found);
-			s->entity = loaded[i].entity;
-		}
-		s->state = SERIES_KNOWN;
-		s->generation = gen;
-	}
-
-	reg->nreserved = 0;
-	reg->oldest_reserved = now;
-	hash_seq_init(&seq, series_htab);
-	while ((s = hash_seq_search(&seq)) != NULL)
-	{
-		bool		drop = s->state == SERIES_KNOWN
-			? s->generation < gen
-			: s->stamp < cutoff;
-
-		if (drop)
-			hash_search(series_htab, &s->key, HASH_REMOVE, NULL);
-		else if (s->state == SERIES_RESERVED)
-			note_reserved(s->stamp);
-	}
-
-	hash_seq_init(&seq, entity_htab);
-	while ((e = hash_seq_search(&seq)) != NULL)
-		hash_search(entity_htab, &e->key, HASH_REMOVE, NULL);
-	hash_seq_init(&seq, series_htab);
-	while ((s = hash_seq_search(&seq)) != NULL)
-	{
-		bool		found;
-
-		e = hash_search(entity_htab, &s->entity, HASH_ENTER_NULL, &found);
-		if (e == NULL)
-		{
-			overflow = true;
-			continue;
-		}
-		if (!found)
-			e->nseries = 0;
-		e->nseries++;
-	}
-	reg->overflowed = overflow;
-}
-
-/*
- * Concurrent loads are safe (each one drops only what was known before it
- * began and its later snapshot lacks); a process that finds another one
- * loading leaves it the work unless force.
- */
-static void
-registry_load(bool force)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	uint32		gen;
-	uint64		removals;
-	LoadedSeries *loaded;
-	int64		n = 0;
-	MemoryContext cxt;
-	MemoryContext oldcxt;
-	TimestampTz locked_at;
-	TimestampTz unlocked_at;
-
-	LWLockAcquire(reg->lock, LW_EXCLUSIVE);
-	if (!force && reg->loader_pid != 0 && reg->loader_pid != MyProcPid &&
-		!TimestampDifferenceExceeds(reg->loader_started, now, LOADER_TIMEOUT_MS))
-	{
-		LWLockRelease(reg->lock);
-		return;					/* another process is loading it */
-	}
-	reg->loader_pid = MyProcPid;
-	reg->loader_started = now;
-	gen = ++reg->generation;
-	removals = stats_get(STAT_SERIES_REMOVALS);
-	LWLockRelease(reg->lock);
-
-	cxt = AllocSetContextCreate(CurrentMemoryContext, "machpay series registry load",
-								ALLOCSET_DEFAULT_SIZES);
-	oldcxt = MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		loaded = read_table(&n);
-	}
-	PG_CATCH();
-	{
-		LWLockAcquire(reg->lock, LW_EXCLUSIVE);
-		if (reg->loader_pid == MyProcPid)
-			reg->loader_pid = 0;
-		LWLockRelease(reg->lock);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-
-	locked_at = GetCurrentTimestamp();
-	LWLockAcquire(reg->lock, LW_EXCLUSIVE);
-	rebuild_locked(loaded, n, gen, GetCurrentTimestamp());
-	reg->loaded = true;
-	reg->loaded_removals = removals;
-	if (removals == stats_get(STAT_SERIES_REMOVALS))
-		pg_atomic_write_u64(&reg->stale_since, 0);
-	if (reg->loader_pid == MyProcPid)
-		reg->loader_pid = 0;
-	LWLockRelease(reg->lock);
-	unlocked_at = GetCurrentTimestamp();
-	MemoryContextSwitchTo(oldcxt);
-	MemoryContextDelete(cxt);
-
-	ereport(LOG,
-			(errmsg("machpay series registry loaded " INT64_FORMAT " series in %ld ms (%ld ms of it exclusive)",
-					n, (long) ((unlocked_at - now) / 1000),
-					(long) ((unlocked_at - locked_at) / 1000))));
-	if (reg->overflowed)
-		ereport(WARNING,
-				(errmsg("machpay series registry holds fewer series than machpay.metric_series (%d)",
-						machpay_series_registry_size),
-				 errdetail("Events of series it does not hold are refused (too_large) while the limit machpay.max_series_per_entity is on."),
-				 errhint("Raise machpay.series_registry_size (server start).")));
-}
-
-/*
- * What is due: a load (true) and a sweep (*sweep).  A registry that is
- * stale (series were removed since its load) is due only once it has been
- * for grace_ms: the maintenance worker reloads it (grace 0), the ingest
- * workers and writers only when it did not, so a reload of a large table
- * does not stall their loops or flushes.
- */
-static bool
-load_due(int grace_ms, bool *sweep)
-{
-	bool		loaded;
-	bool		stale;
-	TimestampTz now = GetCurrentTimestamp();
-	uint64		since;
-
-	LWLockAcquire(reg->lock, LW_SHARED);
-	loaded = reg->loaded;
-	stale = reg->loaded_removals != stats_get(STAT_SERIES_REMOVALS);
-	*sweep = sweep_due(now);
-	LWLockRelease(reg->lock);
-	if (!loaded)
-		return true;
-	if (!stale)
-		return false;
-	since = pg_atomic_read_u64(&reg->stale_since);
-	if (since == 0)
-	{
-		uint64		zero = 0;
-
-		if (pg_atomic_compare_exchange_u64(&reg->stale_since, &zero, (uint64) now))
-			since = (uint64) now;
-		else
-			since = zero;
-	}
-	return now - (TimestampTz) since >= (int64) grace_ms * 1000;
-}
-
-static void
-sweep(void)
-{
-	LWLockAcquire(reg->lock, LW_EXCLUSIVE);
-	if (sweep_due(GetCurrentTimestamp()))
-		sweep_locked(GetCurrentTimestamp());
-	LWLockRelease(reg->lock);
-}
-
-/* The extension may have been dropped under a worker: then nothing to load. */
-static bool
-table_exists(void)
-{
-	Oid			nsp = get_namespace_oid(MACHPAY_SCHEMA, true);
-
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid("metric_series", nsp));
-}
-
-static void
-refresh_in_xact(int grace_ms, bool force)
-{
-	bool		sweeping;
-
-	if (reg == NULL || RecoveryInProgress() || !workers_database() || !table_exists())
-		return;
-	if (load_due(grace_ms, &sweeping))
-		registry_load(force);
-	else if (sweeping)
-		sweep();
-}
-
-void
-series_registry_refresh(int grace_ms)
-{
-	static TimestampTz last_check = 0;
-	bool		sweeping;
-	MemoryContext oldcxt = CurrentMemoryContext;
-	TimestampTz now = GetCurrentTimestamp();
-
-	/* The ingest loop calls it every turn: look a few times a second. */
-	if (reg == NULL || !TimestampDifferenceExceeds(last_check, now, REFRESH_CHECK_MS))
-		return;
-	last_check = now;
-	if (RecoveryInProgress())
-		return;
-	if (!load_due(grace_ms, &sweeping))
-	{
-		if (sweeping)
-			sweep();
-		return;
-	}
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		refresh_in_xact(grace_ms, false);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		machpay_worker_report_and_abort(oldcxt);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-}
