@@ -40,6 +40,7 @@ char	   *machpay_sse_allow_origin = NULL;
 bool		machpay_notify_telemetry = false;
 int			machpay_flush_retry_window_s = 60;
 int			machpay_max_series_per_entity = 10000;
+int			machpay_series_registry_size = 262144;
 int			machpay_sse_heartbeat_interval_ms = 15000;
 int			machpay_http_max_connections = 10000;
 int			machpay_http_header_timeout_ms = 10000;
@@ -105,6 +106,10 @@ define_postmaster_gucs(void)
 							gettext_noop("Size of the shared-memory buffer of validated rows."),
 							NULL, &machpay_buffer_size_kb, 64 * 1024, 1024, INT_MAX / 2,
 							PGC_POSTMASTER, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.series_registry_size",
+							gettext_noop("Metric series the shared series registry holds, for machpay.max_series_per_entity at admission; 0 = no registry."),
+							NULL, &machpay_series_registry_size, 262144, 0, 64 * 1024 * 1024,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("machpay.tls_cert_file",
 							   gettext_noop("PEM certificate; with tls_key_file, the ingest server speaks HTTPS (h2 by ALPN)."),
 							   NULL, &machpay_tls_cert_file, "",
@@ -198,7 +203,7 @@ define_reloadable_gucs(void)
 							NULL, &machpay_flush_retry_window_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.max_series_per_entity",
-							gettext_noop("Most metric series one entity may have; rows of new series past it are dropped and counted. 0 = no limit."),
+							gettext_noop("Most metric series one entity may have; an event bringing new series past it is rejected. 0 = no limit."),
 							NULL, &machpay_max_series_per_entity, 10000, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.sse_heartbeat_interval",

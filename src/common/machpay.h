@@ -52,6 +52,7 @@ extern bool machpay_notify_telemetry;
 extern int	machpay_flush_retry_window_s;	/* telemetry retried this long, then dropped */
 extern int	machpay_sse_heartbeat_interval_ms;	/* 0 = no heartbeat */
 extern int	machpay_max_series_per_entity;	/* 0 = no limit */
+extern int	machpay_series_registry_size;	/* series; 0 = no registry */
 extern int	machpay_http_max_connections;
 extern int	machpay_http_header_timeout_ms;
 extern int	machpay_http_idle_timeout_ms;
@@ -71,6 +72,8 @@ extern Size stats_shmem_size(void);
 extern void stats_shmem_init(void);
 extern Size buffer_shmem_size(void);
 extern void buffer_shmem_init(void);
+extern void series_registry_shmem_request(void);	/* space and its LWLock */
+extern void series_registry_shmem_init(void);
 
 /* Background workers register themselves from _PG_init. */
 extern void flusher_register_workers(int telemetry_writers);

@@ -37,6 +37,7 @@ machpay_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(add_size(add_size(stats_shmem_size(), buffer_shmem_size()),
 									notify_shmem_size()));
+	series_registry_shmem_request();
 }
 
 static void
@@ -49,6 +50,7 @@ machpay_shmem_startup(void)
 	stats_shmem_init();
 	buffer_shmem_init();
 	notify_shmem_init();
+	series_registry_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -37,6 +37,7 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_INTENTS_DUPLICATE] = "intents_duplicate",
 	[STAT_SERIES_REMOVALS] = "series_removals",
 	[STAT_ROWS_SERIES_LIMIT] = "rows_dropped_series_limit",
+	[STAT_EVENTS_SERIES_LIMIT] = "events_rejected_series_limit",
 	[STAT_EVENTS_ACCEPTED] = "events_accepted",
 	[STAT_EVENTS_REJECTED] = "events_rejected",
 	[STAT_FLUSHES] = "flushes",

@@ -22,6 +22,7 @@ typedef enum StatCounter
 	STAT_INTENTS_DUPLICATE,
 	STAT_SERIES_REMOVALS,			/* commits that removed metric_series rows: caches start over */
 	STAT_ROWS_SERIES_LIMIT,			/* metric rows dropped: new series past max_series_per_entity */
+	STAT_EVENTS_SERIES_LIMIT,		/* events rejected at admission: new series past max_series_per_entity */
 	STAT_EVENTS_ACCEPTED,
 	STAT_EVENTS_REJECTED,
 	/* flusher (flusher.c, buffer.c) */

@@ -20,6 +20,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
+#include "buffer/series_registry.h"
 #include "common/machpay.h"
 #include "flusher/xact_stats.h"
 #include "flusher/writer.h"
@@ -49,6 +50,7 @@ machpay_ingest(PG_FUNCTION_ARGS)
 	memset(&mr, 0, sizeof(mr));
 	map_jsonb(payload, &opts, &mr);
 	ingest_raise_refusal(&mr);
+	(void) series_registry_admit(&mr, &opts);
 
 	memset(&wr, 0, sizeof(wr));
 	memcpy(wr.events_by_source, mr.events_by_source, sizeof(wr.events_by_source));

@@ -23,10 +23,13 @@
  *    removing.
  * The cache is bounded: past SERIES_CACHE_MAX entries it starts over.
  *
- * A *new* series of an entity that already has machpay.max_series_per_entity
- * series is refused: its entry gets SERIES_REFUSED and the writer drops its
- * rows and counts them (flush time is the first moment the series
- * dictionary is known; see the README, "Limits").
+ * The per-entity limit machpay.max_series_per_entity is decided at
+ * admission by the shared series registry (buffer/series_registry.c), which
+ * this cache keeps informed: every series a batch resolves is reported to
+ * it, known once the batch commits.  The check here is the last line, for
+ * what the registry could not see (it was full, or disabled): a *new*
+ * series of an entity that already has the limit's number of series gets
+ * SERIES_REFUSED and the writer drops its rows and counts them.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -44,6 +47,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "buffer/series_registry.h"
 #include "commands/trigger.h"
 #include "common/commit_counter.h"
 #include "common/machpay.h"
@@ -466,6 +470,25 @@ resolve_pass(bool inserting, int pending)
 	return pending;
 }
 
+/* The shared registry learns every series a batch found or created. */
+static void
+note_resolved(void)
+{
+	for (int i = 0; i < nmisses; i++)
+	{
+		const char *e = misses[i]->key.data;
+		const char *m;
+		const char *l;
+
+		if (misses[i]->series_id <= 0)
+			continue;
+		m = e + strlen(e) + 1;
+		l = m + strlen(m) + 1;
+		series_registry_note_written(e, (uint32) (m - e - 1), m, (uint32) (l - m - 1),
+									 l, (uint32) (misses[i]->key.len - (l - e)));
+	}
+}
+
 void
 series_cache_resolve(void)
 {
@@ -497,6 +520,7 @@ series_cache_resolve(void)
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("could not resolve %d metric series", pending),
 				 errhint("Another session keeps inserting the same series; retry the batch.")));
+	note_resolved();
 	nmisses = 0;
 }
 

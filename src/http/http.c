@@ -36,6 +36,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "buffer/series_registry.h"
 #include "common/auth.h"
 #include "common/machpay.h"
 #include "common/stats.h"
@@ -326,6 +327,8 @@ refresh_state(TimestampTz now, TimestampTz *last_check)
 		last_options = now;
 		http_ingest_refresh_options();
 	}
+	if (http_status.extension_ready)
+		series_registry_refresh(SERIES_REGISTRY_GRACE_MS);
 	http_status.state = http_status.extension_ready ?
 		HTTP_STATE_SERVING : HTTP_STATE_STARTING;
 	if (http_status.state != before || http_status.in_recovery != recovery_before)

@@ -30,6 +30,7 @@
 #include "utils/timestamp.h"
 
 #include "buffer/buffer.h"
+#include "buffer/series_registry.h"
 #include "common/auth.h"
 #include "common/machpay.h"
 #include "common/stats.h"
@@ -464,6 +465,12 @@ http_ingest_body(NetRequest *req)
 
 		ingest_response_json(&out, &result, NULL, 0);
 		http_reply_json(req, status, NULL, out.data, out.len);
+		return;
+	}
+	/* Events with new series past their entity's limit become rejected. */
+	if (!series_registry_admit(&result, &opts))
+	{
+		http_reply_error(req, 503, NULL, "not_ready", "the series registry is being loaded");
 		return;
 	}
 

@@ -10,7 +10,9 @@
  * the database taking its writes: 503 while flushes have been failing or
  * one has been stuck (a lock wait) for seconds (buffer_db_stalled()), and
  * while default_transaction_read_only is on (pg_auto_failover holds a
- * promoted standby read-only until the old primary is known demoted).
+ * promoted standby read-only until the old primary is known demoted),
+ * and until the series registry is loaded (requests with metric rows are
+ * answered 503 until then).
  * /metrics renders every counter of stats.c (the same numbers as the
  * machpay.stat_receiver view) as machpay_<name>_total; the families of the
  * ingest workers (http_requests_NNN, http_events_*) get labels.  Gauges
@@ -24,6 +26,7 @@
 #include "utils/json.h"
 
 #include "buffer/buffer.h"
+#include "buffer/series_registry.h"
 #include "common/machpay.h"
 #include "common/stats.h"
 #include "http/http.h"
@@ -61,6 +64,8 @@ http_ops_readyz(NetRequest *req, const HttpWorkerStatus *status)
 		reason = "database not writable: flushes failing";
 	else if (DefaultXactReadOnly)
 		reason = "database not writable: default_transaction_read_only";
+	else if (!series_registry_ready())
+		reason = "series registry loading";
 
 	initStringInfo(&buf);
 	if (reason == NULL)

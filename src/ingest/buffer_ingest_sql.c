@@ -19,6 +19,7 @@
 #include "utils/wait_event.h"
 
 #include "buffer/buffer.h"
+#include "buffer/series_registry.h"
 #include "common/stats.h"
 #include "ingest/ingest.h"
 
@@ -65,6 +66,7 @@ machpay_buffer_ingest(PG_FUNCTION_ARGS)
 	opts.record_rejects = true;
 	map_jsonb(payload, &opts, &result);
 	ingest_raise_refusal(&result);
+	(void) series_registry_admit(&result, &opts);
 
 	if (result.rows.len > 0)
 	{

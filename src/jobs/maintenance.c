@@ -39,6 +39,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "buffer/series_registry.h"
 #include "jobs/jobs.h"
 #include "common/machpay.h"
 
@@ -310,9 +311,10 @@ maintenance_main(Datum main_arg)
 		run_due_jobs();
 		if (ShutdownRequestPending)
 			break;
+		series_registry_refresh(0);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms(), PG_WAIT_EXTENSION);
+						 Min(wait_ms(), SERIES_REGISTRY_CHECK_MS), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}

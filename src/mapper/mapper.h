@@ -110,4 +110,13 @@ extern void map_jsonb(Jsonb *payload, const MapOptions *opts, MapResult *result)
 /* A JSON string literal of len bytes of s, escaped as labels are. */
 extern void map_json_string(StringInfo out, const char *s, size_t len);
 
+/*
+ * Reject accepted events after the mapping (map_reject.c): indexes sorted
+ * ascending, messages[i] the message of indexes[i].  Every row of those
+ * events leaves result->rows; counts, errors and dead letters follow.
+ */
+extern void map_reject_events(MapResult *result, const MapOptions *opts,
+							  const int32 *indexes, int n, MapErrorCode code,
+							  const char *const *messages);
+
 #endif							/* MACHPAY_MAPPER_H */
