@@ -73,9 +73,11 @@ ha-down:
 	bash scripts/ha-down.sh
 
 # The host's suite, then the release matrix: the other supported Debian
-# release's suite and package in chroots (scripts/test-matrix.sh;
+# release's suite and package in chroots (scripts/test-matrix.sh, whose
+# chroot is prepared in the background while the host suite runs;
 # MACHPAY_TEST_MATRIX=0 skips it, as the suite inside a chroot does).
 test:
+	bash scripts/test-matrix.sh prepare
 	bash scripts/test.sh
 	bash scripts/test-matrix.sh
 
