@@ -39,7 +39,8 @@ checkpoint_timeout = 30min
 ${BENCH_EXTRA_CONF:-}
 EOC
   as_postgres "$PG_BINDIR/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/postgres.log" -w start >/dev/null
-  bench_psql -c "SET client_min_messages = warning; CREATE EXTENSION machpay_receiver CASCADE"
+  bench_psql -c "SET client_min_messages = warning" -c "CREATE SCHEMA partman" \
+    -c "CREATE EXTENSION pg_partman SCHEMA partman" -c "CREATE EXTENSION machpay_receiver"
 }
 
 bench_stop_cluster() {

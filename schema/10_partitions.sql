@@ -2,12 +2,15 @@
 -- systems 5.x, whose create_parent() takes other arguments: detect the
 -- installed major version and call the matching form.
 
+-- The schema of pg_partman, only when it is safe to call into (no role
+-- but superusers may create or own objects there: partman_guard.c);
+-- otherwise an error.  Every call into pg_partman takes its schema from
+-- here, so an unsafe schema fails CREATE EXTENSION and every maintenance
+-- run before pg_partman runs.
 CREATE FUNCTION machpay._partman_schema() RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-    SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-     WHERE e.extname = 'pg_partman'
-$$;
+AS 'MODULE_PATHNAME', 'machpay_partman_schema'
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION machpay._partman_major() RETURNS int
 LANGUAGE sql STABLE

@@ -104,15 +104,25 @@ chroot_unpack() {
   echo "$root"
 }
 
+# The cached tarball of RELEASE (with SCRIPTS: its deps layer), made when
+# absent.  One maker at a time per release: a run that finds another making
+# it (make test prepares the matrix's while the host suite runs) waits for
+# that and uses its tarball.
+chroot_cached() {
+  local release=$1 scripts=${2:-}
+  mkdir -p "$MACHPAY_CHROOT_CACHE"
+  (
+    exec 9> "$MACHPAY_CHROOT_CACHE/.$release.lock"
+    flock 9
+    if [ -n "$scripts" ]; then chroot_deps_layer "$release" "$scripts"; else chroot_base "$release"; fi
+  )
+}
+
 # chroot_new RELEASE [SCRIPTS]: a fresh chroot directory; with SCRIPTS
 # (see chroot_deps_layer), one with the project's packages installed.
 chroot_new() {
-  local release=$1 scripts=${2:-} tar
-  if [ -n "$scripts" ]; then
-    tar=$(chroot_deps_layer "$release" "$scripts") || return 1
-  else
-    tar=$(chroot_base "$release") || return 1
-  fi
+  local tar
+  tar=$(chroot_cached "$@") || return 1
   chroot_unpack "$tar"
 }
 

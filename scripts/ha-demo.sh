@@ -162,7 +162,8 @@ create_node "$first" || { tail -20 "$dir/$first-create.log" >&2; exit 1; }
 ha_start_keeper "$first" "$dir/$first/pgdata"
 eval "first_pg=\$HA_PG_$first first_http=\$HA_HTTP_$first"
 ha_wait 60 "node $first to run" ha_psql "$first_pg" -d postgres -c "SELECT 1"
-ha_psql "$first_pg" -d postgres -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiver CASCADE"
+ha_psql "$first_pg" -d postgres -c "SET client_min_messages = warning" -c "CREATE SCHEMA IF NOT EXISTS partman" \
+  -c "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman" -c "CREATE EXTENSION IF NOT EXISTS machpay_receiver"
 ingest_key=$(ha_psql "$first_pg" -d postgres -tAc "SELECT machpay.create_ingest_key('*', 'ingest')")
 console_key=$(ha_psql "$first_pg" -d postgres -tAc "SELECT machpay.create_ingest_key('*', 'console')")
 printf "INGEST_KEY='%s'\nCONSOLE_KEY='%s'\n" "$ingest_key" "$console_key" | as_postgres tee -a "$dir/ha.env" > /dev/null

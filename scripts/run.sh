@@ -46,7 +46,10 @@ else
   as_postgres "$PG_BINDIR/pg_ctl" -D "$data" -l "$run_dir/postgres.log" -w start >/dev/null
 fi
 
-as_postgres "${psql_cmd[@]}" -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS machpay_receiver CASCADE"
+# pg_partman in a schema of its own, which only superusers may create in
+# (README, "pg_partman's schema"), then the extension.
+as_postgres "${psql_cmd[@]}" -c "SET client_min_messages = warning" -c "CREATE SCHEMA IF NOT EXISTS partman" \
+  -c "CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman" -c "CREATE EXTENSION IF NOT EXISTS machpay_receiver"
 
 # Demo keys: tokens are shown once by create_ingest_key, so keep them here.
 keys="$run_dir/keys.env"

@@ -71,7 +71,8 @@ chroot_run "$target" env PGPORT="$pgport" HTTP_PORT="$httpport" bash -euo pipefa
   pg_ctlcluster "$pg" machpay start
   trap "pg_ctlcluster $pg machpay stop -m fast" EXIT
   sql() { runuser -u postgres -- psql -X -q -tA -v ON_ERROR_STOP=1 -p "$PGPORT" -d postgres "$@"; }
-  sql -c "SET client_min_messages = warning" -c "CREATE EXTENSION machpay_receiver CASCADE"
+  sql -c "SET client_min_messages = warning" -c "CREATE SCHEMA partman" \
+      -c "CREATE EXTENSION pg_partman SCHEMA partman" -c "CREATE EXTENSION machpay_receiver"
   echo "PostgreSQL $pg: machpay_receiver $(sql -c "SELECT extversion FROM pg_extension WHERE extname = '"'machpay_receiver'"'") with pg_partman $(sql -c "SELECT extversion FROM pg_extension WHERE extname = '"'pg_partman'"'")"
   token=$(sql -c "SELECT machpay.create_ingest_key('"'*'"')")
 

@@ -423,3 +423,24 @@ GRANT EXECUTE ON FUNCTION machpay._rollup(timestamptz, timestamptz, timestamptz)
                           machpay.last(float8, timestamptz),
                           machpay._maintenance(timestamptz, boolean, text)
    TO machpay_worker;
+
+-- pg_partman is called only when its schema is safe (partman_guard.c):
+-- its schema comes from a guard in C.  An installed database whose
+-- pg_partman schema is not safe still updates, with a warning; every
+-- maintenance run is refused until it is made safe.
+CREATE OR REPLACE FUNCTION machpay._partman_schema() RETURNS text
+AS 'MODULE_PATHNAME', 'machpay_partman_schema'
+LANGUAGE C STABLE
+SET search_path = pg_catalog, pg_temp;
+DO $$
+DECLARE
+    v_msg text;
+    v_detail text;
+    v_hint text;
+BEGIN
+    PERFORM machpay._partman_schema();
+EXCEPTION WHEN insufficient_privilege THEN
+    GET STACKED DIAGNOSTICS v_msg = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+    RAISE WARNING '%', v_msg USING DETAIL = v_detail, HINT = v_hint;
+END
+$$;

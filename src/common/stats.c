@@ -95,6 +95,7 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_SSE_NOTIFICATIONS_REPLAYED] = "sse_notifications_replayed",
 	[STAT_SSE_NOTIFICATIONS_INVALID] = "sse_notifications_invalid",
 	[STAT_SSE_INTENTS_REPLAYED] = "sse_intents_replayed",
+	[STAT_PARTMAN_CALLS_REFUSED] = "partman_calls_refused",
 };
 
 Size

@@ -83,6 +83,8 @@ typedef enum StatCounter
 	STAT_SSE_NOTIFICATIONS_REPLAYED,	/* signed, sent again: dropped */
 	STAT_SSE_NOTIFICATIONS_INVALID, /* signed but not relayable (bad JSON, too deep): dropped */
 	STAT_SSE_INTENTS_REPLAYED,		/* payment_intent events read back after a reconnect */
+	/* jobs (partman_guard.c) */
+	STAT_PARTMAN_CALLS_REFUSED,		/* pg_partman's schema was not safe: not called */
 	STAT_COUNTER_COUNT
 } StatCounter;
 

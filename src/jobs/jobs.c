@@ -105,8 +105,10 @@ job_run_insert(JobKind job, bool manual)
 	return DatumGetInt64(d);
 }
 
+/* A failed run says why: its error and SQLSTATE, as job_runs keeps them. */
 static void
-job_notify(int64 run_id, JobKind job, bool manual, JobRunStatus status, int64 rows)
+job_notify(int64 run_id, JobKind job, bool manual, JobRunStatus status, int64 rows,
+		   const char *error, const char *sqlstate)
 {
 	StringInfoData buf;
 
@@ -114,8 +116,19 @@ job_notify(int64 run_id, JobKind job, bool manual, JobRunStatus status, int64 ro
 	appendStringInfoString(&buf, "{\"type\":\"job\",\"job\":");
 	escape_json(&buf, job_names[job]);
 	appendStringInfo(&buf, ",\"run_id\":" INT64_FORMAT ",\"status\":\"%s\",\"rows\":" INT64_FORMAT
-					 ",\"manual\":%s}",
+					 ",\"manual\":%s",
 					 run_id, job_run_status_names[status], rows, manual ? "true" : "false");
+	if (error)
+	{
+		appendStringInfoString(&buf, ",\"error\":");
+		escape_json(&buf, error);
+	}
+	if (sqlstate)
+	{
+		appendStringInfoString(&buf, ",\"sqlstate\":");
+		escape_json(&buf, sqlstate);
+	}
+	appendStringInfoChar(&buf, '}');
 	(void) machpay_notify(buf.data, buf.len, "job");
 	pfree(buf.data);
 }
@@ -160,7 +173,8 @@ job_run_finish(int64 run_id, JobKind job, bool manual, JobRunStatus status,
 							  2, trimtypes, trimvalues, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not trim the history of job %s", job_names[job]);
 
-	job_notify(run_id, job, manual, status, status == JOB_RUN_SUCCEEDED ? rows : 0);
+	job_notify(run_id, job, manual, status, status == JOB_RUN_SUCCEEDED ? rows : 0,
+			   error, sqlstate);
 }
 
 /*

@@ -191,9 +191,12 @@ run_job(JobKind job)
 
 		schedules[job].failures++;
 		ereport(LOG,
-				(errmsg("%s: %s run " INT64_FORMAT " failed (failure %d in a row): %s",
+				(errcode(edata->sqlerrcode),
+				 errmsg("%s: %s run " INT64_FORMAT " failed (failure %d in a row): %s",
 						WORKER_ROLE, job_name(job), run_id, schedules[job].failures,
-						edata->message)));
+						edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 edata->hint ? errhint("%s", edata->hint) : 0));
 		start_transaction();
 		if (run_id > 0)
 			job_run_finish(run_id, job, false, JOB_RUN_FAILED, 0, edata->message,

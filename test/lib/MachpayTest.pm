@@ -18,7 +18,7 @@ use Test::More ();
 use Time::HiRes ();
 use Exporter 'import';
 
-our @EXPORT = qw(machpay_node machpay_deadline machpay_tool machpay_revoked_within);
+our @EXPORT = qw(machpay_node machpay_create_extension machpay_deadline machpay_tool machpay_revoked_within);
 
 # Arms (or re-arms) the file's deadline.
 sub machpay_deadline
@@ -82,6 +82,19 @@ sub machpay_tool
 	return undef;
 }
 
+# The supported setup (README): pg_partman in a schema of its own, which
+# only superusers may create in, then the extension.
+sub machpay_create_extension
+{
+	my ($node, $db) = @_;
+	$node->safe_psql($db, q{
+SET client_min_messages = warning;
+CREATE SCHEMA IF NOT EXISTS partman;
+CREATE EXTENSION IF NOT EXISTS pg_partman SCHEMA partman;
+CREATE EXTENSION machpay_receiver;
+});
+}
+
 # machpay_node($name, conf => "extra lines", create_extension => 1)
 sub machpay_node
 {
@@ -104,8 +117,7 @@ EOC
 	$node->start;
 	if ($opts{create_extension} // 1)
 	{
-		$node->safe_psql('postgres',
-			'SET client_min_messages = warning; CREATE EXTENSION machpay_receiver CASCADE');
+		machpay_create_extension($node, 'postgres');
 	}
 	$node->{machpay_http_port} = $http_port;
 	$node->{machpay_sse_port} = $sse_port;
