@@ -186,9 +186,12 @@ BEGIN
     -- metric_series, then the points.  A writer holding it for long (an
     -- open transaction that called ingest()) fails the run after 1 s, and
     -- the run is retried, rather than stalling every flush behind it.
-    -- Only a run in which a partition of metric_points leaves (drop,
-    -- archive, move) takes it: every flush that creates a series waits
-    -- while it is held, and most runs only create partitions ahead.
+    -- Only a run with series to prune takes it: every flush that creates
+    -- a series waits while it is held, and most runs only create
+    -- partitions ahead.  Series to prune are those whose points are gone
+    -- already (a DBA's DELETE; found here without the lock, checked again
+    -- under it) and those of the partitions of metric_points that leave in
+    -- this run (drop, archive, move).
     -- Files are written as the owner: only where the server's setting says,
     -- unless a superuser calls this directly (tests, a DBA's export).
     IF coalesce(p_archive_directory, '') <> coalesce(current_setting('machpay.archive_directory', true), '')
@@ -210,7 +213,11 @@ BEGIN
             END LOOP;
         END IF;
     END IF;
-    IF NOT p_dry_run AND v_leaving THEN
+    IF NOT p_dry_run THEN
+        v_gone := ARRAY(SELECT s.series_id FROM machpay.metric_series s
+                         WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id));
+    END IF;
+    IF NOT p_dry_run AND (v_leaving OR cardinality(v_gone) > 0) THEN
         v_lock_timeout := current_setting('lock_timeout');
         PERFORM set_config('lock_timeout', '1s', true);
         LOCK TABLE machpay.metric_series IN SHARE ROW EXCLUSIVE MODE;
@@ -369,11 +376,10 @@ BEGIN
         END LOOP;
     END LOOP;
 
-    -- Series that no point refers to any more (their points were in the
-    -- partitions that left above) go too.  Only the series of those
-    -- partitions are looked at, one index probe each, so the lock above is
-    -- held for what left, not for the size of metric_points.  The
-    -- statement trigger on metric_series tells the writers' caches at
+    -- Series that no point refers to any more go too: those found above
+    -- and those of the partitions that left, one index probe each, so the
+    -- lock is held for what is pruned, not for the size of metric_series.
+    -- The statement trigger on metric_series tells the writers' caches at
     -- commit.
     IF NOT p_dry_run AND cardinality(v_gone) > 0 THEN
         DELETE FROM machpay.metric_series s
