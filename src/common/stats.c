@@ -91,6 +91,7 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_HTTP_CLOSES_SHUTDOWN] = "http_closes_shutdown",
 	[STAT_HTTP_CLOSES_CONNECTION_LIMIT] = "http_closes_connection_limit",
 	[STAT_HTTP_CLOSES_OTHER] = "http_closes_other",
+	[STAT_HTTP_WORKERS_READY] = "http_workers_ready",
 	[STAT_SSE_NOTIFICATIONS_FORGED] = "sse_notifications_forged",
 	[STAT_SSE_NOTIFICATIONS_REPLAYED] = "sse_notifications_replayed",
 	[STAT_SSE_NOTIFICATIONS_INVALID] = "sse_notifications_invalid",

@@ -78,6 +78,7 @@ typedef enum StatCounter
 	STAT_HTTP_CLOSES_SHUTDOWN,
 	STAT_HTTP_CLOSES_CONNECTION_LIMIT,
 	STAT_HTTP_CLOSES_OTHER,
+	STAT_HTTP_WORKERS_READY,		/* gauge: ingest workers serving (http.c) */
 	/* SSE relay (sse_events.c) */
 	STAT_SSE_NOTIFICATIONS_FORGED,	/* not signed by the receiver: dropped */
 	STAT_SSE_NOTIFICATIONS_REPLAYED,	/* signed, sent again: dropped */

@@ -61,6 +61,9 @@ static int	worker_id;
 static MemoryContext request_cxt;
 static bool extension_logged = false;
 
+/* Set in the postmaster, inherited by the workers: /readyz waits for them all. */
+int			http_workers_started = 0;
+
 void
 http_register_workers(void)
 {
@@ -79,6 +82,7 @@ http_register_workers(void)
 		n = Max(room, 1);
 	}
 
+	http_workers_started = n;
 	for (int i = 0; i < n; i++)
 	{
 		char		name[BGW_MAXLEN];
@@ -283,6 +287,27 @@ report_activity(void)
 						   STATE_RUNNING : STATE_IDLE, activity);
 }
 
+/*
+ * Each worker counts itself in STAT_HTTP_WORKERS_READY while it serves, so
+ * /readyz answers 200 only when every worker does: the kernel hands a new
+ * connection to any of them.
+ */
+static bool counted_ready = false;
+
+static void
+count_ready(bool ready)
+{
+	if (ready != counted_ready)
+		stats_add(STAT_HTTP_WORKERS_READY, ready ? 1 : -1);
+	counted_ready = ready;
+}
+
+static void
+uncount_ready(int code, Datum arg)
+{
+	count_ready(false);
+}
+
 /* Extension, recovery and key cache, at most once a second (keys: auth.c). */
 static void
 refresh_state(TimestampTz now, TimestampTz *last_check)
@@ -329,6 +354,7 @@ refresh_state(TimestampTz now, TimestampTz *last_check)
 	}
 	if (http_status.extension_ready)
 		series_registry_refresh(SERIES_REGISTRY_GRACE_MS);
+	count_ready(http_status.extension_ready);
 	http_status.state = http_status.extension_ready ?
 		HTTP_STATE_SERVING : HTTP_STATE_STARTING;
 	if (http_status.state != before || http_status.in_recovery != recovery_before)
@@ -355,6 +381,7 @@ machpay_http_main(Datum main_arg)
 	http_status.state = HTTP_STATE_STARTING;
 
 	machpay_worker_attach("machpay ingest");
+	before_shmem_exit(uncount_ready, 0);
 	request_cxt = AllocSetContextCreate(TopMemoryContext, "machpay request",
 										ALLOCSET_DEFAULT_SIZES);
 	server_setup();

@@ -39,6 +39,9 @@ extern void http_ingest_fail_pending(const char *why);
 extern void http_ingest_refresh_options(void);
 
 /* http_ops.c */
+/* http.c: ingest workers the postmaster registered. */
+extern int	http_workers_started;
+
 extern void http_ops_healthz(NetRequest *req);
 extern void http_ops_readyz(NetRequest *req, const HttpWorkerStatus *status);
 extern void http_ops_metrics(NetRequest *req);

@@ -56,6 +56,9 @@ http_ops_readyz(NetRequest *req, const HttpWorkerStatus *status)
 		reason = "shutting down";
 	else if (!status->extension_ready)
 		reason = "extension not installed";
+	/* Ready when every ingest worker is: SO_REUSEPORT spreads requests over all. */
+	else if (stats_get(STAT_HTTP_WORKERS_READY) < (uint64) http_workers_started)
+		reason = "ingest workers starting";
 	else if (RecoveryInProgress())
 		reason = "standby";
 	else if (!buffer_accepting())
@@ -179,6 +182,8 @@ http_ops_metrics(NetRequest *req)
 	appendStringInfo(&out, "machpay_buffer_bytes_capacity %zu\n", (size_t) buffer_capacity());
 	family(&out, "intents_waiting", "gauge", "Requests whose payment intents wait for a commit.");
 	appendStringInfo(&out, "machpay_intents_waiting %d\n", buffer_intents_waiting());
+	family(&out, "http_workers_ready", "gauge", "Ingest workers serving requests (of machpay.http_workers).");
+	appendStringInfo(&out, "machpay_http_workers_ready " UINT64_FORMAT "\n", stats_get(STAT_HTTP_WORKERS_READY));
 	family(&out, "http_connections", "gauge", "Open client connections of this ingest worker.");
 	appendStringInfo(&out, "machpay_http_connections %d\n", net_connection_count());
 
