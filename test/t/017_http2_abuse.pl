@@ -21,8 +21,11 @@ use H2Raw;
 
 $SIG{PIPE} = 'IGNORE';
 
+# The strict setting: no body byte before the head is decided (the
+# default, 65535, is HTTP/2's own initial window).
 my $node = machpay_node('http2_abuse', conf => <<'EOC');
 machpay.max_body_size = 1MB
+machpay.http2_body_preread = 0
 EOC
 my $port = $node->{machpay_http_port};
 ok(wait_ready($port), 'server ready');
@@ -91,7 +94,7 @@ my $body = json_array(gateway_event());
 my $c = h2_conn();
 ok($c->{settings_seen}, 'the server sends its SETTINGS after the preface');
 is($c->{server_settings}{ H2Raw::INITIAL_WINDOW_SIZE() }, 0,
-	'SETTINGS_INITIAL_WINDOW_SIZE 0: no body byte before the head is decided');
+	'SETTINGS_INITIAL_WINDOW_SIZE 0 with http2_body_preread = 0: no body byte before the head is decided');
 $c->request(1, 'POST', '/v1/ingest', [@auth, 'content-type' => 'application/json',
 	'content-length' => length($body)], $body);
 my $st = $c->wait_stream_done(1, 10);
