@@ -20,7 +20,7 @@
  */
 #include "postgres.h"
 
-#include "common/notify.h"
+#include "notify/notify.h"
 #include "sse/sse.h"
 #include "relay_stubs.h"
 

@@ -6,7 +6,7 @@
 #       jobs, flusher  (database writers), net (the HTTP engine of both)
 #       ingest         (the one ingest path: options, answer, SQL front ends)
 #       buffer         (shared memory between network and writers)
-#       mapper         (bytes to rows; fuzzed on its own)
+#       mapper, notify (bytes to rows, fuzzed on its own; the signed NOTIFY publisher)
 #       common         (settings, shared memory, keys, counters)
 #     A folder may include headers of folders below it only, so no cycle
 #     between folders can appear.
@@ -24,8 +24,8 @@ status=0
 
 rank() {
   case $1 in
-    common) echo 0 ;; mapper) echo 1 ;; buffer) echo 2 ;; ingest) echo 3 ;;
-    flusher|jobs|notify|net) echo 4 ;; http|sse) echo 5 ;;
+    common) echo 0 ;; mapper|notify) echo 1 ;; buffer) echo 2 ;; ingest) echo 3 ;;
+    flusher|jobs|net) echo 4 ;; http|sse) echo 5 ;;
     *) echo "check-layout: folder src/$1 has no layer; add it to $0" >&2; echo 99 ;;
   esac
 }

@@ -70,6 +70,8 @@ extern void machpay_define_gucs(void);
  */
 extern Size stats_shmem_size(void);
 extern void stats_shmem_init(void);
+extern Size notify_shmem_size(void);	/* notify/notify.c: the signing key */
+extern void notify_shmem_init(void);
 extern Size buffer_shmem_size(void);
 extern void buffer_shmem_init(void);
 extern void series_registry_shmem_request(void);	/* space and its LWLock */

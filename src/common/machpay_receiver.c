@@ -16,7 +16,6 @@
 #include "storage/shmem.h"
 
 #include "common/machpay.h"
-#include "common/notify.h"
 
 PG_MODULE_MAGIC;
 

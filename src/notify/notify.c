@@ -30,7 +30,7 @@
 #include "utils/memutils.h"
 
 #include "common/machpay.h"
-#include "common/notify.h"
+#include "notify/notify.h"
 
 #define NOTIFY_KEY_BYTES	32
 #define NOTIFY_MAC_BYTES	32
