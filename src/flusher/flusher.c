@@ -54,7 +54,7 @@
 
 #include "buffer/buffer.h"
 #include "common/machpay.h"
-#include "common/notify.h"
+#include "notify/notify.h"
 #include "common/stats.h"
 #include "flusher/bulk_insert.h"
 #include "flusher/writer.h"

@@ -25,7 +25,7 @@
 #include "utils/uuid.h"
 
 #include "common/machpay.h"
-#include "common/notify.h"
+#include "notify/notify.h"
 #include "flusher/writer_parts.h"
 
 typedef struct IntentKey

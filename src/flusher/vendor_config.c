@@ -28,7 +28,7 @@
 #include "utils/timestamp.h"
 
 #include "common/machpay.h"
-#include "common/notify.h"
+#include "notify/notify.h"
 #include "flusher/xact_stats.h"
 #include "flusher/writer_parts.h"
 

@@ -29,7 +29,7 @@
 
 #include "flusher/bulk_insert.h"
 #include "common/machpay.h"
-#include "common/notify.h"
+#include "notify/notify.h"
 #include "flusher/series_cache.h"
 #include "flusher/xact_stats.h"
 #include "flusher/writer.h"

@@ -30,7 +30,7 @@
 
 #include "jobs/jobs.h"
 #include "common/machpay.h"
-#include "common/notify.h"
+#include "notify/notify.h"
 
 /* First key of the advisory locks: "mach"; the second is the JobKind. */
 #define JOB_LOCK_KEY1	0x6d616368

@@ -31,7 +31,7 @@
 
 #include "common/json_depth.h"
 #include "common/machpay.h"
-#include "common/notify.h"
+#include "notify/notify.h"
 #include "common/pg_compat.h"
 #include "common/stats.h"
 #include "sse/sse.h"
