@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * relay_fuzz.c
  *	  libFuzzer harness for the SSE relay's notification path: the signed
- *	  publisher and its check (common/notify.c), payload parsing, part
+ *	  publisher and its check (notify/notify.c), payload parsing, part
  *	  reassembly and the replay window (src/sse/sse_events.c), linked with
  *	  the backend stand-ins of relay_stubs.c.
  *

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * relay_stubs.c
  *	  The backend's services that the relay's notification code
- *	  (sse_events.c, common/notify.c) uses, made small for the relay fuzz
+ *	  (sse_events.c, notify/notify.c) uses, made small for the relay fuzz
  *	  harness: memory contexts, ereport, a hash table, time, shared memory,
  *	  NOTIFY, the statistics counters.
  *
@@ -474,7 +474,7 @@ sse_clients_wake(void)
 {
 }
 
-/* ---- shared memory and NOTIFY, for common/notify.c ---- */
+/* ---- shared memory and NOTIFY, for notify/notify.c ---- */
 
 static void *shmem_block = NULL;
 

@@ -8,7 +8,7 @@
  * rollup invalidation marks of their hours), log rows and dead letters
  * (bulk_insert.c), payment intents (intents.c), config reports
  * (vendor_config.c).  Notifications are queued with machpay_notify
- * (common/notify.c, signed) and go out at commit, or not at all; counters move at commit (xact_stats.c).
+ * (notify/notify.c, signed) and go out at commit, or not at all; counters move at commit (xact_stats.c).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"

@@ -10,7 +10,7 @@
  * reassembled here before they get a seq.
  *
  * Only the receiver publishes: a notification not signed with the server's
- * notify key (common/notify.c) is *forged*, one signed but seen before is
+ * notify key (notify/notify.c) is *forged*, one signed but seen before is
  * *replayed*; both are dropped and counted.  A signed
  * payload that is not a JSON object of at most SSE_MAX_JSON_DEPTH levels is
  * *invalid*, dropped and counted; no payload, and no error while handling
