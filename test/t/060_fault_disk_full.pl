@@ -48,23 +48,24 @@ sub avail_kb
 my $ts = "$fs/ts";
 mkdir $ts or die "mkdir $ts: $!";
 sql("CREATE TABLESPACE small LOCATION '$ts'");
-sql(q{
-DO $$
-DECLARE
-	r record;
-BEGIN
-	FOR r IN SELECT c.oid::regclass AS rel, c.relkind
-	           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-	          WHERE n.nspname = 'machpay' AND c.relkind IN ('r', 'p', 'i')
-	          ORDER BY c.relkind DESC
-	LOOP
-		IF r.relkind = 'i' THEN
-			EXECUTE format('ALTER INDEX %s SET TABLESPACE small', r.rel);
-		ELSE
-			EXECUTE format('ALTER TABLE %s SET TABLESPACE small', r.rel);
-		END IF;
-	END LOOP;
-END $$});
+# One relation per statement, each retried on a deadlock: the workers'
+# first maintenance run takes its locks at the same moment.
+for my $line (split /\n/, sql(q{SELECT c.oid::regclass, c.relkind
+	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE n.nspname = 'machpay' AND c.relkind IN ('r', 'p', 'i')
+	ORDER BY c.relkind DESC}))
+{
+	my ($rel, $kind) = split /\|/, $line;
+	my $stmt = sprintf('ALTER %s %s SET TABLESPACE small', $kind eq 'i' ? 'INDEX' : 'TABLE', $rel);
+	my ($ret, $err) = (1, '');
+	for my $try (1 .. 20)
+	{
+		($ret, undef, $err) = $node->psql('postgres', $stmt);
+		last if $ret == 0 || $err !~ /deadlock detected/;
+		sleep 0.2;
+	}
+	die "$stmt: $err" if $ret != 0;
+}
 is(sql(q{SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE n.nspname = 'machpay' AND c.relkind IN ('r', 'i') AND c.reltablespace = 0}), 0,
 	'every machpay table and index is on the small file system');
