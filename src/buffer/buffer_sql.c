@@ -15,6 +15,7 @@
 #include "funcapi.h"
 #include "access/htup_details.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
@@ -41,6 +42,28 @@ machpay_buffer_status(PG_FUNCTION_ARGS)
 	values[2] = Int32GetDatum(buffer_intents_waiting());
 	values[3] = BoolGetDatum(buffer_accepting());
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * The end of the WAL inserted so far.  Before 17 only the insert position
+ * is exported, and at a page boundary it points past the next page's
+ * header, which is not written yet: back off to the boundary, which is
+ * where the last record ended.
+ */
+static XLogRecPtr
+inserted_wal_end(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return GetXLogInsertEndRecPtr();
+#else
+	XLogRecPtr	pos = GetXLogInsertRecPtr();
+
+	if (XLogSegmentOffset(pos, wal_segment_size) == SizeOfXLogLongPHD)
+		return pos - SizeOfXLogLongPHD;
+	if (pos % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		return pos - SizeOfXLogShortPHD;
+	return pos;
+#endif
 }
 
 Datum
@@ -75,10 +98,6 @@ machpay_flush(PG_FUNCTION_ARGS)
 	 * was inserted, safe to flush.
 	 */
 	if (!RecoveryInProgress())
-#if PG_VERSION_NUM >= 170000
-		XLogFlush(GetXLogInsertEndRecPtr());
-#else
-		XLogFlush(GetXLogInsertRecPtr());
-#endif
+		XLogFlush(inserted_wal_end());
 	PG_RETURN_INT64((int64) (after - before));
 }
