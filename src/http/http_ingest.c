@@ -433,6 +433,16 @@ http_ingest_body(NetRequest *req)
 		return;
 
 	/*
+	 * The flushers stopped taking rows while the body came (a shutdown that
+	 * began with the request in flight): 503 as at the head, not a 429
+	 * that tells the client to retry soon.
+	 */
+	if (!buffer_accepting())
+	{
+		http_reply_error(req, 503, NULL, "not_ready", "the flusher is not running");
+		return;
+	}
+	/*
 	 * Only the intents' region has room: a body without an intent is
 	 * refused unparsed (one with telemetry alone is refused at the put).
 	 */

@@ -481,6 +481,15 @@ net_h1_between_requests(NetConn *conn)
 	return st->req == NULL && st->drop_left == 0 && st->skip_body == 0;
 }
 
+/* Not a byte of a request in progress: an idle keep-alive connection. */
+bool
+net_h1_idle(NetConn *conn)
+{
+	H1State    *st = conn->proto_state;
+
+	return net_h1_between_requests(conn) && !st->head_bytes_seen;
+}
+
 /* The handler wants the body: read it (100 Continue if the client waits). */
 void
 net_h1_read_body(NetRequest *req)

@@ -52,6 +52,8 @@ typedef struct H2State
 	size_t		block_bytes;
 	uint32_t	calm_code;		/* nonzero: GOAWAY with it, then close */
 	bool		refused_pending;	/* a REFUSED_STREAM reset waits to go out */
+	int32_t		preread;		/* the initial stream window we advertised */
+	bool		settings_acked; /* the client acknowledged our SETTINGS */
 	size_t		preface_left;	/* client magic bytes still to come */
 	size_t		frame_left;		/* bytes of the current frame still to come */
 	unsigned char hdr[9];		/* frame header being gathered */
@@ -267,6 +269,10 @@ on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user)
 			if (req != NULL && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
 				body_ended(st, req);
 			break;
+		case NGHTTP2_SETTINGS:
+			if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+				st->settings_acked = true;
+			break;
 		case NGHTTP2_RST_STREAM:
 			if (over_limit(st, &st->resets, st->conn->limits->h2_max_resets))
 				return calm_down(st);
@@ -426,7 +432,8 @@ net_h2_start(NetConn *conn)
 	iv[2].value = 0;
 	/* what a client may send of a body before its head is decided */
 	iv[3].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
-	iv[3].value = conn->limits->h2_preread;
+	st->preread = conn->limits->h2_preread;	/* a reload does not change it */
+	iv[3].value = st->preread;
 	nghttp2_submit_settings(st->session, NGHTTP2_FLAG_NONE, iv, 4);
 	/*
 	 * A connection window larger than a stream's: streams' own windows
@@ -694,6 +701,33 @@ net_h2_process(NetConn *conn)
 	}
 }
 
+/*
+ * Opens a stream's window to H2_STREAM_WINDOW, counting as the client
+ * does.  The client applies our SETTINGS before any frame that follows
+ * them, so its stream windows start from the preread at once; nghttp2
+ * applies them only when the client acknowledges them, and until then
+ * counts a stream's window from the protocol's default (65535), which the
+ * acknowledgement then lowers by the difference.  A head decided before
+ * the acknowledgement (a client that sends its request in its first
+ * flight, as curl does) must open the window by what the client lacks,
+ * not by what nghttp2 believes for now: else no WINDOW_UPDATE goes out,
+ * the acknowledgement closes the window and the upload stalls.
+ */
+static void
+open_stream_window(H2State *st, NetRequest *req)
+{
+	int32_t		unacked = st->settings_acked ? 0 :
+		NGHTTP2_INITIAL_WINDOW_SIZE - st->preread;
+	int32_t		left = nghttp2_session_get_stream_local_window_size(st->session,
+																	req->stream_id);
+
+	/* left: what the client may still send, in its terms */
+	if (left - unacked + (int32_t) req->raw_len < H2_STREAM_WINDOW)
+		nghttp2_session_set_local_window_size(st->session, NGHTTP2_FLAG_NONE,
+											  req->stream_id,
+											  H2_STREAM_WINDOW + unacked);
+}
+
 void
 net_h2_read_body(NetRequest *req)
 {
@@ -702,10 +736,7 @@ net_h2_read_body(NetRequest *req)
 	req->state = NET_REQ_BODY;
 	req->last_data_ms = net_now_ms();
 	/* the body is wanted: open its window beyond the preread */
-	if (nghttp2_session_get_stream_local_window_size(st->session, req->stream_id) +
-		(int32_t) req->raw_len < H2_STREAM_WINDOW)
-		nghttp2_session_set_local_window_size(st->session, NGHTTP2_FLAG_NONE,
-											  req->stream_id, H2_STREAM_WINDOW);
+	open_stream_window(st, req);
 	if (req->raw_len > 0)
 	{
 		net_body_append(req, req->raw, req->raw_len);

@@ -123,6 +123,7 @@ extern void net_h1_timeout(NetConn *conn, bool header_timer);
 extern size_t net_h1_drop_left(NetConn *conn);
 extern void net_h1_dropped(NetConn *conn, size_t n);
 extern bool net_h1_between_requests(NetConn *conn);
+extern bool net_h1_idle(NetConn *conn);
 
 /* net_h2.c: HTTP/2 connections */
 extern bool net_h2_start(NetConn *conn);

@@ -577,6 +577,39 @@ conn_read(NetConn *conn)
 	}
 }
 
+static bool request_arriving(NetConn *conn);
+
+/*
+ * Draining: a connection with no request in progress and none arriving
+ * is owed nothing, and a request sent on it later could only be refused,
+ * so it is closed at once (as nginx closes idle keep-alive connections
+ * when it stops gracefully).  Requests in flight finish; their answers
+ * close the connection (HTTP/1.1 Connection: close; HTTP/2 ends after its
+ * GOAWAY once its streams are done).
+ */
+static bool
+idle_at_drain(NetConn *conn)
+{
+	if (conn->closing || conn->lingering || conn->busy || conn->peer_eof ||
+		conn->out_len > conn->out_off || conn->in_len > conn->in_off)
+		return false;
+	if (conn->proto == NET_PROTO_H2 ||
+		(conn->proto == NET_PROTO_H1 && !net_h1_idle(conn)))
+		return false;
+	if (conn->ssl && conn->handshake_done && SSL_pending(conn->ssl) > 0)
+		return false;
+	return !request_arriving(conn);
+}
+
+static void
+close_idle_at_drain(NetConn *conn)
+{
+	net_conn_close_cause(conn, NET_CLOSE_SHUTDOWN);
+	if (conn->ssl && conn->handshake_done)
+		(void) SSL_shutdown(conn->ssl); /* close_notify, best effort */
+	net_conn_abort(conn);
+}
+
 static void
 conn_finish_turn(NetConn *conn)
 {
@@ -599,6 +632,8 @@ conn_finish_turn(NetConn *conn)
 		net_conn_kick(conn);
 		return;
 	}
+	if (draining && !conn->dead && idle_at_drain(conn))
+		close_idle_at_drain(conn);
 	if (!conn->dead && conn->closing && !conn->lingering &&
 		conn->out_len == conn->out_off)
 	{
@@ -751,10 +786,11 @@ net_is_draining(void)
 }
 
 /*
- * SIGTERM: no new connections; HTTP/2 clients are told to go away.  An
- * HTTP/1.1 connection stays until the worker exits: a request on it gets
- * the handler's answer (503 shutting down) and the connection closes after
- * it (net_is_draining).
+ * SIGTERM: no new connections; HTTP/2 clients are told to go away (GOAWAY
+ * with the last stream taken), idle HTTP/1.1 connections are closed at
+ * once, and every connection closes after the answers to the requests in
+ * flight on it (idle_at_drain); a request whose head is decided from now
+ * on gets the handler's answer for a server that stops.
  */
 void
 net_begin_drain(void)
@@ -767,6 +803,7 @@ net_begin_drain(void)
 	{
 		if (c->proto == NET_PROTO_H2)
 			net_h2_goaway(c);
+		net_conn_kick(c);
 	}
 	while ((conn = net_conn_take_kicked()) != NULL)
 		conn_finish_turn(conn);

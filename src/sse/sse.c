@@ -65,6 +65,7 @@
 #define SSE_BACKOFF_MAX_MS		5000
 #define SSE_LOOP_WAIT_MS		100
 #define SSE_BIND_RETRY_MS		5000
+#define SSE_STOP_GRACE_MS		1000	/* for the streams' ends to go out */
 /*
  * An intent is received (created_at) before it commits: read back from
  * this long before the newest one relayed, so one that committed later
@@ -457,6 +458,28 @@ load_superuser_name(void)
 	CommitTransactionCommand();
 }
 
+/*
+ * SIGTERM: no new connection, idle ones closed at once, every stream
+ * ended normally (HTTP/2 connections get GOAWAY first); the relay exits
+ * once those ends went out and their connections closed, or after
+ * SSE_STOP_GRACE_MS (a client that reads nothing does not hold it).
+ */
+static void
+stop_serving(void)
+{
+	uint64		deadline = now_ms() + SSE_STOP_GRACE_MS;
+	uint64		now;
+
+	net_begin_drain();
+	sse_clients_end_all();
+	net_run();
+	while (net_connection_count() > 0 && (now = now_ms()) < deadline)
+	{
+		(void) net_wait((long) Min(deadline - now, (uint64) SSE_LOOP_WAIT_MS));
+		net_run();
+	}
+}
+
 void
 sse_worker_main(Datum main_arg)
 {
@@ -506,6 +529,7 @@ sse_worker_main(Datum main_arg)
 			next_bind_attempt = now + SSE_BIND_RETRY_MS;
 		}
 	}
+	stop_serving();
 	db_disconnect();
 	/* exit code 1: restarted if terminated on its own, not at shutdown */
 	proc_exit(1);

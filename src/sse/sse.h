@@ -70,6 +70,7 @@ extern int64 sse_events_relayed(void);
 extern const NetHandler *sse_clients_init(void);
 extern void sse_clients_wake(void);
 extern void sse_clients_tick(uint64 now_ms);
+extern void sse_clients_end_all(void);
 /* Close the streams whose key is no longer live (keys: common/auth.h). */
 extern void sse_clients_revalidate(void);
 extern int	sse_clients_count(void);

@@ -57,6 +57,7 @@ static MemoryContext clients_cxt = NULL;
 static MemoryContext request_cxt = NULL;
 static uint64 last_heartbeat_ms = 0;
 static int	nrevoked = 0;		/* revoked clients not dropped yet */
+static bool stopping = false;	/* the relay stops: no new stream */
 
 /* A revoked client whose write is still in flight after this is cut off. */
 #define SSE_REVOKED_CUT_MS	500
@@ -364,6 +365,30 @@ sse_clients_tick(uint64 now_ms)
 	}
 }
 
+/*
+ * The relay stops: every stream ends normally after what it was already
+ * sent (the last chunk, END_STREAM), so that its client sees the end of
+ * the response rather than a broken connection, and reconnects (to
+ * another relay, or to this one once it is back) from its Last-Event-ID.
+ * A request decided from now on is answered 503.
+ */
+void
+sse_clients_end_all(void)
+{
+	dlist_mutable_iter iter;
+
+	stopping = true;
+	dlist_foreach_modify(iter, &clients)
+	{
+		SseClient  *c = dlist_container(SseClient, node, iter.cur);
+
+		if (c->cut || c->ended || c->req == NULL)
+			continue;
+		c->ended = true;
+		net_stream_end(c->req);
+	}
+}
+
 /* Splits "a,b" into the client's type filter. */
 static void
 set_types(SseClient *c, const char *list)
@@ -529,7 +554,9 @@ on_headers(NetRequest *req)
 	http_reply_set_cors(machpay_sse_allow_origin);
 	PG_TRY();
 	{
-		if (strcmp(req->path, "/v1/stream") == 0)
+		if (stopping)
+			send_error(req, 503, "shutting_down", "the relay is shutting down");
+		else if (strcmp(req->path, "/v1/stream") == 0)
 		{
 			if (get)
 				handle_stream(req);

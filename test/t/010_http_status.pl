@@ -188,6 +188,29 @@ $r = http_req($tport, tls => 1, method => 'POST', body => gateway_event());
 is($r->{status}, 202, 'TLS: telemetry 202 (auth off)');
 my $h1 = `curl -s -k --http1.1 -o /dev/null -w '%{http_version} %{http_code}' https://127.0.0.1:$tport/healthz`;
 is($h1, '1.1 200', 'TLS: HTTP/1.1 still served');
+
+# With no preread (the stream window is 0 until the head is decided), curl
+# over TLS applies our SETTINGS before it sends a body byte, and its
+# SETTINGS ACK comes after its HEADERS: the accepted upload still gets its
+# window, its 202 and its rows, one event or more than a window's worth.
+$tnode->append_conf('postgresql.conf', 'machpay.http2_body_preread = 0');
+$tnode->restart;
+$tries = 0;
+do { $r = http_req($tport, tls => 1, path => '/readyz'); sleep 0.2 if $r->{status} != 200 }
+  while ($r->{status} != 200 && ++$tries < 150);
+is($r->{status}, 200, 'TLS, preread 0: readyz 200');
+is($tnode->safe_psql('postgres', 'SHOW machpay.http2_body_preread'), '0',
+	'TLS, preread 0: the setting is in force');
+$r = http_req($tport, tls => 1, method => 'POST', body => gateway_event($OTHER_ID));
+is("$r->{version} $r->{status}", '2 202', 'TLS, preread 0: an h2 upload with curl is 202');
+$r = http_req($tport, tls => 1, method => 'POST',
+	body => json_array(map { gateway_event($OTHER_ID, int(time) - 60 * $_) } 1 .. 400));
+is("$r->{version} $r->{status}", '2 202', 'TLS, preread 0: a 90 kB h2 upload with curl is 202');
+like($r->{body}, qr/"accepted":400\b/, 'TLS, preread 0: every event accepted');
+$tnode->safe_psql('postgres', 'SELECT machpay.flush()');
+is($tnode->safe_psql('postgres',
+	"SELECT count(*) FROM machpay.metrics WHERE entity_id = '$OTHER_ID'"),
+	3 * 401, 'TLS, preread 0: the rows of both uploads are stored');
 $tnode->stop;
 
 done_testing();

@@ -12,6 +12,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use IO::Socket::INET;
 use IO::Select;
+use File::Temp ();
 use JSON::PP;
 use POSIX ();
 use Time::HiRes qw(time sleep);
@@ -103,6 +104,51 @@ like($st && $st->{body}, qr/"accepted":1\b/, 'raw frames: one event accepted');
 like($st && $st->{headers}{'content-type'} // '', qr{^application/json}, 'raw frames: answered as JSON');
 $c->close;
 is(stored_rows(), 3, 'its three rows are stored');
+
+# ---- a head decided before the client acknowledged our SETTINGS ----------
+# What curl does: its request leaves in its first flight, it applies our
+# SETTINGS (window 0) as they come, and its ACK reaches the server after
+# the HEADERS.  The window the server opens for the accepted body must
+# count from our SETTINGS, which the client already applies, not from the
+# default window the server's HTTP/2 library assumes until the ACK (which
+# then closes it, and the upload stalls).  Rows of $OTHER_ID, counted apart.
+sub other_rows
+{
+	$node->safe_psql('postgres', 'SELECT machpay.flush()');
+	return $node->safe_psql('postgres',
+		"SELECT count(*) FROM machpay.metrics WHERE entity_id = '$OTHER_ID'");
+}
+{
+	my $early = json_array(map { gateway_event($OTHER_ID, int(time) - 60 * $_) } 1 .. 400);
+	$c = h2_conn(no_auto_ack => 1);
+	$c->{no_auto_ack} = 0;		# from now on the client counts from our SETTINGS
+	$c->headers(1, H2Raw::request_block('POST', '/v1/ingest', @auth,
+		'content-type' => 'application/json', 'content-length' => length($early)),
+		end_stream => 0);
+	$c->settings_ack;
+	ok($c->data_flow(1, $early, 1, 10),
+		sprintf('ACK after the HEADERS: the server opens the window for the %d-byte body', length $early))
+	  or diag('stream window seen: ' . ($c->{window_updates}{1} // 0));
+	$st = $c->wait_stream_done(1, 10);
+	is($st && $st->{status}, '202', 'ACK after the HEADERS: the POST is 202');
+	like($st && $st->{body}, qr/"accepted":400\b/, 'ACK after the HEADERS: every event accepted');
+	$c->close;
+	is(other_rows(), 1200, 'ACK after the HEADERS: its rows are stored');
+}
+# The same with curl itself (prior knowledge), whose first flight races
+# with our SETTINGS: a few uploads on new connections, each answered.
+{
+	my @codes;
+	for my $i (1 .. 5)
+	{
+		my ($fh, $file) = File::Temp::tempfile(UNLINK => 1);
+		print $fh json_array(gateway_event($OTHER_ID, int(time) - 30000 - 60 * $i));
+		close $fh;
+		push @codes, `curl -s --http2-prior-knowledge --max-time 20 -o /dev/null -w '%{http_version} %{http_code}' -H 'Expect:' -H 'Authorization: Bearer tok-ingest' -H 'Content-Type: application/json' --data-binary \@$file http://127.0.0.1:$port/v1/ingest`;
+	}
+	is(join(', ', @codes), join(', ', ('2 202') x 5), 'curl, prior knowledge: five uploads answered 202');
+	is(other_rows(), 1215, 'curl, prior knowledge: their rows are stored');
+}
 
 # ---- refused at the headers: no window for the body ---------------------
 

@@ -5,6 +5,8 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Select;
+use IO::Socket::INET;
 use MachpayTest;
 use SseTest;
 
@@ -35,9 +37,48 @@ cmp_ok($after->{id}, '>', $before->{id}, 'ids keep growing');
 ok($node->log_contains('sse relay reconnected'), 'reconnect logged');
 
 # Restart: the relay restarts with the server, clients reconnect; an id of
-# the earlier run is outside the new window: event: reset.
+# the earlier run is outside the new window: event: reset.  On its way
+# down the relay ends its streams normally (the last chunk, then the
+# close) and closes idle keep-alive connections without an answer.
+my $idle = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
+  or die "connect: $!";
+binmode $idle;
+$idle->autoflush(1);
+print $idle "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+my $page = '';
+{
+	my $sel = IO::Select->new($idle);
+	my $end = time + 10;
+	while (time < $end && $sel->can_read($end - time))
+	{
+		last if !sysread($idle, my $buf, 65536);
+		$page .= $buf;
+		last if $page =~ /\r\n\r\n/ && $page =~ /content-length: (\d+)/i
+		  && length($page) >= index($page, "\r\n\r\n") + 4 + $1;
+	}
+}
+like($page, qr{^HTTP/1\.1 200 }, 'a keep-alive connection to the relay: console page 200');
+unlike($page, qr/^connection: close/mi, 'and the connection kept open');
 $node->restart;
 ok($c->read_to_eof(60), 'old connection closed by the restart');
+ok($c->{ended}, 'the stream ended with its last chunk before the close');
+{
+	my $sel = IO::Select->new($idle);
+	my ($after, $eof) = ('', 0);
+	my $end = time + 10;
+	while (time < $end && $sel->can_read($end - time))
+	{
+		my $k = sysread($idle, my $buf, 65536);
+		if (!$k)
+		{
+			$eof = 1;
+			last;
+		}
+		$after .= $buf;
+	}
+	ok($eof && $after eq '', 'the idle keep-alive connection closed without an answer');
+}
+close $idle;
 ok(sse_wait_ready($node, 'console-token'), 'relay back after restart');
 my $r = sse_open($port, '/v1/stream?access_token=console-token',
 	headers => { 'Last-Event-ID' => $after->{id} });

@@ -1,8 +1,9 @@
 # POST /v1/ingest promises of SPEC §4 checked on the wire: at most 100
 # errors listed, an NDJSON error's index is its line, HTTP and
 # machpay.ingest() answer the same body for the same payload (numbers in
-# every JSON form included), and a request on an open connection while the
-# server shuts down is answered 503.
+# every JSON form included), and a fast shutdown: idle connections closed
+# at once, requests in flight answered, a request decided after the stop
+# began answered 503.
 use strict;
 use warnings;
 use JSON::PP;
@@ -15,6 +16,7 @@ use Time::HiRes qw(time);
 use Test::More;
 use MachpayTest;
 use MachpayHttp;
+use H2Raw;
 
 my $node = machpay_node('http_promises', conf => <<'EOC');
 machpay.auth = off
@@ -100,51 +102,163 @@ for my $case (
 	  or diag("HTTP: $json->encode($hd)\nSQL:  " . $json->encode($sd));
 }
 
-# ---- 503 while shutting down ----
-# A keep-alive connection stays open while the worker drains after
-# pg_ctl stop: a request on it is answered 503, never taken.
-my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
-  or die "connect: $!";
-binmode $sock;
+# ---- a fast shutdown ----
+# As nginx stops gracefully: idle keep-alive connections are closed at
+# once, without an answer (their client sent nothing, and a request sent
+# later could only be refused); requests in flight finish and are
+# answered, each connection closing after its answer; a request whose head
+# is only decided after the stop began is answered 503 shutting_down.
+# The idle connections must see their close while the in-flight requests
+# are still being served: a worker that only closed them when it exits
+# would close those too.
 
-sub ask
+sub conn
 {
-	my ($body) = @_;
-	print $sock "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-	  . 'Content-Length: ' . length($body) . "\r\n\r\n$body";
-	my $sel = IO::Select->new($sock);
-	my $got = '';
-	my $end = time + 10;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
+	  or die "connect: $!";
+	binmode $s;
+	$s->autoflush(1);
+	return $s;
+}
+
+# Reads until a whole answer (head and Content-Length body) came, EOF, or
+# the deadline; returns what came and whether the server closed.
+sub read_answer
+{
+	my ($s, $timeout) = @_;
+	my $sel = IO::Select->new($s);
+	my ($got, $eof) = ('', 0);
+	my $end = time + ($timeout // 10);
 	while (time < $end && $sel->can_read($end - time))
 	{
-		my $k = sysread($sock, my $buf, 65536);
-		last if !$k;
+		my $k = sysread($s, my $buf, 65536);
+		if (!$k)
+		{
+			$eof = 1;
+			last;
+		}
 		$got .= $buf;
 		last if $got =~ /\r\n\r\n/ && $got =~ /Content-Length: (\d+)/i
 		  && length($got) >= index($got, "\r\n\r\n") + 4 + $1;
 	}
-	return $got;
+	return ($got, $eof);
 }
-like(ask(gateway_event()), qr{^HTTP/1\.1 202 }, 'keep-alive connection: 202 before the stop');
+
+# Waits for EOF; returns (closed, bytes that came before it).
+sub wait_eof
+{
+	my ($s, $timeout) = @_;
+	my $sel = IO::Select->new($s);
+	my $got = '';
+	my $end = time + $timeout;
+	while (time < $end && $sel->can_read($end - time))
+	{
+		my $k = sysread($s, my $buf, 65536);
+		return (1, $got) if !$k;
+		$got .= $buf;
+	}
+	return (0, $got);
+}
+
+sub head_of
+{
+	my ($body, @extra) = @_;
+	return "POST /v1/ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	  . join('', map { "$_\r\n" } @extra) . 'Content-Length: ' . length($body) . "\r\n\r\n";
+}
+
+# An idle keep-alive connection, after a request it made.
+my $idle = conn();
+my $first = gateway_event($GATEWAY_ID, int(time) - 3600);
+print $idle head_of($first) . $first;
+my ($answer, $eof) = read_answer($idle);
+like($answer, qr{^HTTP/1\.1 202 }, 'keep-alive connection: 202 before the stop');
+unlike($answer, qr/^connection: close/mi, 'keep-alive connection: kept open');
+# A connection opened and never used.
+my $unused = conn();
+# A request whose body is in flight: its head accepted (100 Continue), half
+# of its body sent.
+my $late = json_array(map { gateway_event($OTHER_ID, int(time) - 60 * $_) } 1 .. 20);
+my $half = int(length($late) / 2);
+my $inflight = conn();
+print $inflight head_of($late, 'Expect: 100-continue');
+{
+	my $sel = IO::Select->new($inflight);
+	my $cont = '';
+	my $end = time + 10;
+	while ($cont !~ /\r\n\r\n/ && time < $end && $sel->can_read($end - time))
+	{
+		last if !sysread($inflight, my $b, 4096);
+		$cont .= $b;
+	}
+	like($cont, qr{^HTTP/1\.1 100 }, 'in flight: the head is accepted (100 Continue)');
+}
+print $inflight substr($late, 0, $half);
+# A request whose head is not complete yet.
+my $later = gateway_event($GATEWAY_ID, int(time) - 7200);
+my $partial = conn();
+print $partial "POST /v1/ingest HTTP/1.1\r\nHost: x\r\n";
+# HTTP/2: an idle connection, and one with a stream whose body is in flight.
+my $h2_idle = H2Raw->new($port);
+$h2_idle->wait_until(sub { $_[0]->{settings_seen} }, 10);
+$h2_idle->request(1, 'GET', '/healthz');
+my $hs = $h2_idle->wait_stream_done(1, 10);
+is($hs && $hs->{status}, '200', 'HTTP/2 connection: 200 before the stop');
+my $h2_busy = H2Raw->new($port);
+$h2_busy->wait_until(sub { $_[0]->{settings_seen} }, 10);
+my $h2_body = json_array(map { gateway_event($OTHER_ID, int(time) - 5000 - 60 * $_) } 1 .. 20);
+$h2_busy->headers(1, H2Raw::request_block('POST', '/v1/ingest',
+	'content-type' => 'application/json', 'content-length' => length($h2_body)), end_stream => 0);
+ok($h2_busy->data_flow(1, substr($h2_body, 0, 100), 0, 10), 'HTTP/2 in flight: part of the body sent');
+ok($h2_busy->ping_barrier(10), 'HTTP/2 in flight: the stream is open');
+
 my $stop = IPC::Run::start([ 'pg_ctl', '-D', $node->data_dir, '-m', 'fast', '-w', 'stop' ],
 	'>', \my $stop_out, '2>', \my $stop_err, IPC::Run::timeout(120));
-my ($answer, $draining) = ('', 0);
-my $end = time + 60;
-while (time < $end)
-{
-	$answer = ask(gateway_event());
-	if ($answer =~ m{^HTTP/1\.1 503 })
-	{
-		$draining = 1;
-		last;
-	}
-	last if $answer eq '';    # closed: the worker is gone
-	select(undef, undef, undef, 0.02);
-}
-ok($draining, 'a request while the server shuts down is answered 503') or diag($answer);
+
+my ($closed, $before) = wait_eof($idle, 60);
+ok($closed, 'idle keep-alive connection: closed by the shutdown');
+is($before, '', 'idle keep-alive connection: nothing sent before the close');
+
+# The requests in flight go on (the worker gives them 2 s): each is
+# answered, after the idle connections were closed.
+print $inflight substr($late, $half);
+print $partial "Content-Type: application/json\r\nContent-Length: " . length($later) . "\r\n\r\n$later";
+$h2_busy->data_flow(1, substr($h2_body, 100), 1, 10);
+
+my $got;
+($got, $eof) = read_answer($inflight);
+like($got, qr{^HTTP/1\.1 (202|503) .*"(accepted|error)"}s,
+	'a request in flight at the stop is answered') or diag($got);
+my ($inflight_status) = $got =~ /^HTTP\/1\.1 (\d+)/;
+like($got, qr/^connection: close/mi, 'in flight: the answer closes the connection');
+ok($eof || (wait_eof($inflight, 10))[0], 'in flight: the connection is closed after the answer');
+
+($answer, $eof) = read_answer($partial);
+like($answer, qr{^HTTP/1\.1 503 }, 'a request while the server shuts down is answered 503') or diag($answer);
 like($answer, qr/"shutting_down"/, 'with the code shutting_down');
+like($answer, qr/^connection: close/mi, 'and the connection closes after it');
+
+$hs = $h2_busy->wait_stream_done(1, 10);
+like($hs && $hs->{status} // '', qr/^(202|503)$/, 'HTTP/2 in flight: the stream is answered');
+ok($h2_busy->wait_closed(10), 'HTTP/2 in flight: the connection closes after it');
+is($h2_busy->{goaway} && $h2_busy->{goaway}{last_stream}, 1,
+	'HTTP/2 in flight: GOAWAY named the stream in flight as the last one taken');
+
+($closed, $before) = wait_eof($unused, 10);
+ok($closed && $before eq '', 'a connection never used: closed without an answer');
+ok($h2_idle->wait_closed(10), 'idle HTTP/2 connection: closed');
+is($h2_idle->{goaway} && $h2_idle->{goaway}{code}, H2Raw::NO_ERROR,
+	'idle HTTP/2 connection: GOAWAY NO_ERROR first');
+
 $stop->finish;
-close $sock;
 $node->_update_pid(0);
+# SPEC: telemetry answered 202 is not lost on a clean stop.
+$node->start;
+$node->safe_psql('postgres', 'SELECT machpay.flush()');
+my $accepted = grep { ($_ // '') eq '202' } ($inflight_status, $hs && $hs->{status});
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM machpay.metrics WHERE entity_id = '$OTHER_ID'"),
+	3 * 20 * $accepted, "the rows of the requests in flight answered 202 ($accepted) are stored");
+$node->stop;
 
 done_testing();
