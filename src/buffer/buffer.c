@@ -27,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
@@ -433,6 +434,7 @@ queue_reserve(BufferQueue *q, BufferQueueId qid, Size waste, Size needed)
 
 			skip->kind = ENTRY_WRAP;
 			skip->state = ENTRY_DONE;
+			skip->done_lsn = InvalidXLogRecPtr;
 			skip->total = waste;
 		}
 		q->reserve += waste;
@@ -442,6 +444,7 @@ queue_reserve(BufferQueue *q, BufferQueueId qid, Size waste, Size needed)
 	entry = ENTRY_AT(q, off);
 	entry->kind = ENTRY_ROWS;
 	entry->state = ENTRY_RESERVED;
+	entry->done_lsn = InvalidXLogRecPtr;
 	entry->seq = buf->seq_next++;
 	entry->total = needed;
 	entry->queue = qid;
@@ -1234,6 +1237,22 @@ buffer_entry_finish(BufferEntry *e, bool committed, const IntentOutcome *outcome
 		stats_add(STAT_INTENTS_FAILED, e->nintents);
 }
 
+/*
+ * A telemetry entry committed without waiting for its WAL flush: it is
+ * decided (flush() and the order of runs go on), but its space is freed,
+ * and so the room to accept more, only once its commit record is on disk.
+ * Until then it still counts as buffered, so a crash loses at most the
+ * buffer, as SPEC §7 says, while the writer goes on with the next batch
+ * instead of waiting for the disk.
+ */
+void
+buffer_entry_finish_at_lsn(BufferEntry *e, XLogRecPtr commit_end)
+{
+	Assert(e->nintents == 0);
+	e->done_lsn = commit_end;	/* published by the spinlock in finish */
+	buffer_entry_finish(e, true, NULL);
+}
+
 BufferEntry *
 buffer_entry_copy_telemetry(const BufferEntry *e, const char *rows, Size rows_len)
 {
@@ -1247,6 +1266,7 @@ buffer_entry_copy_telemetry(const BufferEntry *e, const char *rows, Size rows_le
 	copy->nevents = e->nevents - (int32) e->events_by_source[SOURCE_PAYMENT_INTENT];
 	copy->nintents = 0;
 	copy->ticket_slot = -1;
+	copy->done_lsn = InvalidXLogRecPtr;
 	copy->put_at = e->put_at;
 	memcpy(copy->events_by_source, e->events_by_source, sizeof(copy->events_by_source));
 	copy->events_by_source[SOURCE_PAYMENT_INTENT] = 0;
@@ -1285,7 +1305,7 @@ compute_done_seq(void)
 
 /* Free space from the head of q: done entries whose ticket is released. */
 static void
-advance_queue_head(BufferQueue *q, TimestampTz now)
+advance_queue_head(BufferQueue *q, TimestampTz now, XLogRecPtr flushed)
 {
 	while (q->head < q->take)
 	{
@@ -1299,7 +1319,7 @@ advance_queue_head(BufferQueue *q, TimestampTz now)
 			continue;
 		}
 		e = ENTRY_AT(q, off);
-		if (e->state != ENTRY_DONE)
+		if (e->state != ENTRY_DONE || e->done_lsn > flushed)
 			break;
 		if (e->kind == ENTRY_ROWS && e->ticket_slot >= 0)
 		{
@@ -1330,10 +1350,12 @@ void
 buffer_advance_head(uint64 oldest, int64 rows_written)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	/* Read first: it takes a spinlock of its own. */
+	XLogRecPtr	flushed = RecoveryInProgress() ? InvalidXLogRecPtr : GetFlushRecPtr(NULL);
 
 	SpinLockAcquire(&buf->mutex);
 	MY_WRITER->oldest_unfinished = oldest;
-	advance_queue_head(MY_QUEUE, now);
+	advance_queue_head(MY_QUEUE, now, flushed);
 	buf->done_seq = Max(buf->done_seq, compute_done_seq());
 	buf->rows_written += rows_written;
 	SpinLockRelease(&buf->mutex);

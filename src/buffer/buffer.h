@@ -16,6 +16,7 @@
 #ifndef MACHPAY_BUFFER_H
 #define MACHPAY_BUFFER_H
 
+#include "access/xlogdefs.h"
 #include "mapper/rowbuf.h"
 
 /*
@@ -131,6 +132,7 @@ typedef struct BufferEntry
 	int32		ticket_slot;	/* -1: none */
 	uint64		ticket_generation;
 	TimestampTz put_at;
+	XLogRecPtr	done_lsn;		/* its space is freed once WAL is flushed this far */
 	int64		events_by_source[EVENT_SOURCE_COUNT];
 	int64		nrows[ROW_KIND_MAX + 1];
 	/* then: IntentOutcome[nintents], MAXALIGNed; then the rows */
@@ -167,6 +169,7 @@ extern void buffer_entry_finish(BufferEntry *e, bool committed,
  */
 extern BufferEntry *buffer_entry_copy_telemetry(const BufferEntry *e,
 												const char *rows, Size rows_len);
+extern void buffer_entry_finish_at_lsn(BufferEntry *e, XLogRecPtr commit_end);
 extern void buffer_advance_head(uint64 oldest_unfinished, int64 rows_written);
 extern void buffer_flusher_note(BufferFlushNote note);
 extern void buffer_flusher_status(int64 *events_ready, int *intents_waiting,

@@ -69,12 +69,11 @@ struct BulkTarget
 };
 
 /*
- * WAL pacing (bulk_insert_set_wal_step): a writer that commits a big batch
- * durably leaves its WAL to be flushed at its commit, and a payment intent
- * committing meanwhile flushes all of it first (WAL is flushed in order).
- * Flushing our own WAL every wal_step bytes keeps what an intent's commit
- * finds unflushed to about one step.  Only where this transaction commits
- * durably: a lazy commit promises no flush.
+ * WAL pacing (bulk_insert_set_wal_step): a big batch leaves its WAL to be
+ * flushed at or after its commit, and a payment intent committing meanwhile
+ * flushes all of it first (WAL is flushed in order).  Having it flushed
+ * every wal_step bytes keeps what an intent's commit finds unflushed to
+ * about one step.
  */
 static Size wal_step = 0;
 
@@ -89,11 +88,19 @@ bulk_pace_wal(void)
 {
 	XLogRecPtr	flushed;
 
-	if (wal_step == 0 || XactLastRecEnd == InvalidXLogRecPtr ||
-		synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+	if (wal_step == 0 || XactLastRecEnd == InvalidXLogRecPtr)
 		return;
 	flushed = GetFlushRecPtr(NULL);
-	if (XactLastRecEnd > flushed && XactLastRecEnd - flushed >= wal_step)
+	if (XactLastRecEnd <= flushed || XactLastRecEnd - flushed < wal_step)
+		return;
+	/*
+	 * A batch that commits without waiting only wakes the WAL writer to
+	 * flush in the background; one that waits for its commit flushes
+	 * itself.
+	 */
+	if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		XLogSetAsyncXactLSN(XactLastRecEnd);
+	else
 		XLogFlush(XactLastRecEnd);
 }
 

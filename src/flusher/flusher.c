@@ -38,6 +38,8 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/syncrep.h"
+#include "replication/walsender.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/pmsignal.h"
@@ -122,6 +124,7 @@ static bool timer_due = false;	/* flush_interval passed: flush all that is ready
 static Size held_bytes = 0;		/* rows of held entries */
 static bool commit_durably = false; /* flush() waits or we drain: no async commit */
 static char last_error[256];	/* message of the latest failed attempt */
+static XLogRecPtr release_lsn = InvalidXLogRecPtr;	/* entries wait for this flush */
 
 PGDLLEXPORT void flusher_main(Datum main_arg);
 
@@ -346,19 +349,48 @@ observe_duration(TimestampTz start)
 }
 
 /*
- * A telemetry-only transaction nobody waits for may commit without waiting
- * for its WAL flush (synchronous_commit off, for this transaction only)
- * when machpay.telemetry_synchronous_commit is off: its 202s then promise
- * less than SPEC §7 (a crash may lose the last batches committed too).
- * Intents, flush() and the drain on shutdown commit with the server's
- * setting.
+ * How a telemetry-only transaction commits.  Nobody waits for its answer
+ * (the 202s went out when it was buffered), so it does not wait for its
+ * WAL flush either (synchronous_commit off, for this transaction only):
+ * the writer goes on with the next batch while the WAL writer, or the next
+ * payment intent's commit, flushes it.  With telemetry_synchronous_commit
+ * on (the default) its entries keep their buffer space until that flush
+ * (returns true: buffer_entry_finish_at_lsn), so a crash still loses at
+ * most the buffer (SPEC §7).  Off frees the space at commit: a crash may
+ * then lose the last batches committed as well.  With a synchronous
+ * standby the commit waits as the server says, so a failover loses no
+ * batch whose space was freed.  Intents, flush() and the drain on
+ * shutdown always commit with the server's setting.
  */
-static void
-commit_telemetry_lazily(bool lazily)
+static bool
+commit_telemetry_without_waiting(bool telemetry_only)
 {
-	if (lazily && !machpay_telemetry_synchronous_commit)
+	bool		release_at_flush;
+
+	if (!telemetry_only || synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		return false;
+	release_at_flush = machpay_telemetry_synchronous_commit &&
+		!(SyncRepRequested() && SyncRepStandbyNames != NULL &&
+		  SyncRepStandbyNames[0] != '\0');
+	if (release_at_flush || !machpay_telemetry_synchronous_commit)
 		(void) set_config_option("synchronous_commit", "off", PGC_SUSET,
 								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+	return release_at_flush;
+}
+
+/*
+ * Before the writer sleeps: flush the WAL its released-at-flush entries
+ * wait for (the WAL writer may not have yet), so their space is free for
+ * the next requests; under load the WAL writer does it meanwhile.
+ */
+static void
+release_flushed_entries(void)
+{
+	if (release_lsn == InvalidXLogRecPtr)
+		return;
+	XLogFlush(release_lsn);
+	release_lsn = InvalidXLogRecPtr;
+	publish_progress(0);
 }
 
 /*
@@ -453,6 +485,8 @@ typedef struct FlushAttempt
 	WriteResult wr;
 	IntentOutcome *outcomes;	/* one per intent, in batch order */
 	bool		claimed;		/* the entries' tickets are claimed */
+	bool		release_at_flush;	/* telemetry committed without waiting */
+	XLogRecPtr	commit_end;		/* its commit record's end */
 	AttemptTxn	txn;
 } FlushAttempt;
 
@@ -519,7 +553,8 @@ write_and_commit(FlushAttempt *a)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	commit_telemetry_lazily(a->nintents == 0 && !commit_durably);
+	a->release_at_flush = commit_telemetry_without_waiting(a->nintents == 0 &&
+														   !commit_durably);
 	defer_telemetry_notifications(a->nintents == 0);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* The writer's results must outlive the commit. */
@@ -549,6 +584,7 @@ write_and_commit(FlushAttempt *a)
 	}
 	PopActiveSnapshot();
 	commit_without_lock_timeout();
+	a->commit_end = XactLastCommitEnd;
 	a->txn = TXN_COMMITTED;
 	buffer_flusher_note(FLUSH_NOTE_WRITABLE);
 }
@@ -612,6 +648,12 @@ finish_committed(FlushAttempt *a, int64 *rows_out, TimestampTz start)
 			continue;
 		if (batch[i].intents_part)
 			hold_telemetry(&batch[i], a->outcomes + pos);
+		else if (a->release_at_flush && !batch[i].held)
+		{
+			buffer_entry_finish_at_lsn(e, a->commit_end);
+			batch[i].finished = true;
+			release_lsn = Max(release_lsn, a->commit_end);
+		}
 		else
 			finish_entry(&batch[i], true, e->nintents > 0 ? a->outcomes + pos : NULL);
 		pos += e->nintents;
@@ -1189,6 +1231,7 @@ drain_and_exit(void)
 
 	buffer_begin_shutdown();
 	report_state(FLUSHER_DRAINING, NULL);
+	release_flushed_entries();
 	consecutive_failures = 0;
 	for (;;)
 	{
@@ -1317,6 +1360,7 @@ flusher_main(Datum main_arg)
 			timeout = Min(timeout, 100);
 		timeout = Min(timeout, machpay_flush_interval_ms);
 
+		release_flushed_entries();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -50,6 +50,29 @@ intent_key_cmp(const void *a, const void *b)
 	return x->pos - y->pos;
 }
 
+/*
+ * The statements are parsed and planned once per process and kept
+ * (SPI_keepplan): at 1,000 intents/s the intents writer spent a tenth of its
+ * CPU parsing and analysing the same three statements.  The plan cache
+ * replans them when the tables change (a new partition, DDL).
+ */
+static SPIPlanPtr
+kept_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "preparing a payment intent statement failed: %s",
+				 SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "keeping a payment intent statement failed");
+		*slot = plan;
+	}
+	return *slot;
+}
+
 static bool
 intent_same_key(const IntentInput *a, const IntentInput *b)
 {
@@ -234,19 +257,21 @@ claim_keys(IntentClaim *c)
 	Oid			argtypes[5] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 							   UUIDARRAYOID, TIMESTAMPTZARRAYOID};
 	int			rc;
+	static SPIPlanPtr plan = NULL;
 
 	args[0] = field_array(c, c->uniq, c->nuniq, offsetof(IntentInput, gateway_id));
 	args[1] = field_array(c, c->uniq, c->nuniq, offsetof(IntentInput, agent_id));
 	args[2] = field_array(c, c->uniq, c->nuniq, offsetof(IntentInput, nonce));
 	args[3] = uuid_array(c, c->uniq, c->nuniq);
 	args[4] = received_at_array(c, c->uniq, c->nuniq);
-	rc = SPI_execute_with_args(
-							   "INSERT INTO machpay.payment_intent_keys (gateway_id, agent_id, nonce, id, created_at)"
-							   " SELECT g, a, n::numeric, i, t"
-							   "   FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[])"
-							   "        AS u(g, a, n, i, t)"
-							   " ON CONFLICT DO NOTHING RETURNING id",
-							   5, argtypes, args, NULL, false, 0);
+	rc = SPI_execute_plan(kept_plan(&plan,
+									"INSERT INTO machpay.payment_intent_keys (gateway_id, agent_id, nonce, id, created_at)"
+									" SELECT g, a, n::numeric, i, t"
+									"   FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[])"
+									"        AS u(g, a, n, i, t)"
+									" ON CONFLICT DO NOTHING RETURNING id",
+									5, argtypes),
+						  args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "claiming payment intent keys failed: %s", SPI_result_code_string(rc));
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -283,16 +308,18 @@ read_first_ids(IntentClaim *c)
 	Datum		args[3];
 	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 	int			rc;
+	static SPIPlanPtr plan = NULL;
 
 	args[0] = field_array(c, back, m, offsetof(IntentInput, gateway_id));
 	args[1] = field_array(c, back, m, offsetof(IntentInput, agent_id));
 	args[2] = field_array(c, back, m, offsetof(IntentInput, nonce));
-	rc = SPI_execute_with_args(
-							   "SELECT u.o, k.id"
-							   "  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(g, a, n, o)"
-							   "  JOIN machpay.payment_intent_keys k"
-							   "    ON k.gateway_id = u.g AND k.agent_id = u.a AND k.nonce = u.n::numeric",
-							   3, argtypes, args, NULL, false, 0);
+	rc = SPI_execute_plan(kept_plan(&plan,
+									"SELECT u.o, k.id"
+									"  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(g, a, n, o)"
+									"  JOIN machpay.payment_intent_keys k"
+									"    ON k.gateway_id = u.g AND k.agent_id = u.a AND k.nonce = u.n::numeric",
+									3, argtypes),
+						  args, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "reading payment intent keys failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed != (uint64) m)
@@ -324,6 +351,7 @@ insert_new_intents(IntentClaim *c)
 							   TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 							   TEXTARRAYOID, TIMESTAMPTZARRAYOID};
 	int			rc;
+	static SPIPlanPtr plan = NULL;
 
 	args[0] = uuid_array(c, pos, m);
 	args[1] = field_array(c, pos, m, offsetof(IntentInput, gateway_id));
@@ -333,15 +361,16 @@ insert_new_intents(IntentClaim *c)
 	args[5] = field_array(c, pos, m, offsetof(IntentInput, token));
 	args[6] = field_array(c, pos, m, offsetof(IntentInput, signature));
 	args[7] = received_at_array(c, pos, m);
-	rc = SPI_execute_with_args(
-							   "INSERT INTO machpay.payment_intents"
-							   "       (id, gateway_id, agent_id, nonce, amount, token, signature, created_at)"
-							   " SELECT i, g, a, n::numeric, m::numeric, k, s, t"
-							   "   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
-							   "               $6::text[], $7::text[], $8::timestamptz[])"
-							   "        AS u(i, g, a, n, m, k, s, t)"
-							   " RETURNING status",
-							   8, argtypes, args, NULL, false, 0);
+	rc = SPI_execute_plan(kept_plan(&plan,
+									"INSERT INTO machpay.payment_intents"
+									"       (id, gateway_id, agent_id, nonce, amount, token, signature, created_at)"
+									" SELECT i, g, a, n::numeric, m::numeric, k, s, t"
+									"   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+									"               $6::text[], $7::text[], $8::timestamptz[])"
+									"        AS u(i, g, a, n, m, k, s, t)"
+									" RETURNING status",
+									8, argtypes),
+						  args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != (uint64) m)
 		elog(ERROR, "inserting payment intents failed: %s", SPI_result_code_string(rc));
 	/* RETURNING keeps the order of the insert's input. */
