@@ -716,6 +716,19 @@ buffer_accepting(void)
 	return ok;
 }
 
+bool
+buffer_shutting_down(void)
+{
+	bool		down;
+
+	if (buf == NULL)
+		return false;
+	SpinLockAcquire(&buf->mutex);
+	down = buf->shutdown;
+	SpinLockRelease(&buf->mutex);
+	return down;
+}
+
 /* ---------------------------------------------------------------------
  * Writer side (buffer_int.h)
  * ---------------------------------------------------------------------

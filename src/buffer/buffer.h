@@ -71,6 +71,7 @@ typedef struct BufferTicket
 /* Producer side (ingest workers, machpay.buffer_ingest()). */
 extern bool buffer_available(void);	/* in shared_preload_libraries */
 extern bool buffer_accepting(void);	/* a flusher is attached, not shutting down */
+extern bool buffer_shutting_down(void);	/* the writers began their last flush */
 extern bool buffer_has_room(Size bytes);	/* cheap pre-check before parsing */
 extern BufferRoom buffer_room(Size bytes);	/* the same, intents-aware */
 extern BufferPutStatus buffer_put(const BufferRows *rows, BufferTicket *ticket);

@@ -49,7 +49,7 @@ int			machpay_http_max_header_size = 16384;
 int			machpay_http2_max_streams = 100;
 int			machpay_http2_max_resets = 200;
 int			machpay_http2_max_control_frames = 1000;
-int			machpay_http2_body_preread = 65535;
+int			machpay_http2_body_preread = 0;
 int			machpay_max_events_per_request = 10000;
 int			machpay_max_rows_per_request = 100000;
 int			machpay_max_rejects_per_request = 1000;
@@ -241,7 +241,7 @@ define_reloadable_gucs(void)
 	DefineCustomIntVariable("machpay.http2_body_preread",
 							gettext_noop("Body bytes an HTTP/2 client may send before its request is decided (SETTINGS_INITIAL_WINDOW_SIZE)."),
 							gettext_noop("A refused body costs at most this much reading; a larger accepted one waits one round trip for its window."),
-							&machpay_http2_body_preread, 65535, 0, 1024 * 1024,
+							&machpay_http2_body_preread, 0, 0, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 }
 

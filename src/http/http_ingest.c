@@ -318,6 +318,20 @@ check_key(NetRequest *req, AuthGrant *grant)
  * Everything the head decides, answered before a body byte is read; a
  * request that passes gets its body read (http_ingest_body follows).
  */
+/*
+ * The flushers take no rows.  When that is because the server stops (they
+ * began their last flush before this worker heard of the stop), say so:
+ * a client retries elsewhere at once instead of waiting for readiness.
+ */
+static void
+reply_not_accepting(NetRequest *req)
+{
+	if (buffer_shutting_down())
+		http_reply_error(req, 503, NULL, "shutting_down", "the server is shutting down");
+	else
+		http_reply_error(req, 503, NULL, "not_ready", "the flusher is not running");
+}
+
 void
 http_ingest_headers(NetRequest *req, const HttpWorkerStatus *status)
 {
@@ -379,7 +393,7 @@ http_ingest_headers(NetRequest *req, const HttpWorkerStatus *status)
 	 */
 	if (!buffer_accepting())
 	{
-		http_reply_error(req, 503, NULL, "not_ready", "the flusher is not running");
+		reply_not_accepting(req);
 		return;
 	}
 	/*
@@ -439,7 +453,7 @@ http_ingest_body(NetRequest *req)
 	 */
 	if (!buffer_accepting())
 	{
-		http_reply_error(req, 503, NULL, "not_ready", "the flusher is not running");
+		reply_not_accepting(req);
 		return;
 	}
 	/*
@@ -515,7 +529,7 @@ http_ingest_body(NetRequest *req)
 			return;
 		case BUFFER_PUT_UNAVAILABLE:
 			count_events(&result, false);
-			http_reply_error(req, 503, NULL, "not_ready", "the flusher is not running");
+			reply_not_accepting(req);
 			return;
 	}
 }
