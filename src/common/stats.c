@@ -77,6 +77,7 @@ static const char *const stats_names[STAT_COUNTER_COUNT] = {
 	[STAT_HTTP_EVENTS_ACCEPTED_LOG] = "http_events_accepted_log",
 	[STAT_HTTP_EVENTS_REJECTED] = "http_events_rejected",
 	[STAT_HTTP_EVENTS_REFUSED] = "http_events_refused",
+	[STAT_HTTP_BODIES_DEFERRED] = "http_bodies_deferred",
 	[STAT_HTTP_CLOSES_PEER] = "http_closes_peer",
 	[STAT_HTTP_CLOSES_CLIENT_ASKED] = "http_closes_client_asked",
 	[STAT_HTTP_CLOSES_IDLE] = "http_closes_idle_timeout",

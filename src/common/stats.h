@@ -64,6 +64,7 @@ typedef enum StatCounter
 	STAT_HTTP_EVENTS_ACCEPTED_LOG,
 	STAT_HTTP_EVENTS_REJECTED,		/* events rejected by validation */
 	STAT_HTTP_EVENTS_REFUSED,		/* events of requests answered 429/503 */
+	STAT_HTTP_BODIES_DEFERRED,		/* telemetry bodies mapped in a later turn */
 	STAT_HTTP_CLOSES_PEER,			/* connections closed, by cause (net_loop.c) */
 	STAT_HTTP_CLOSES_CLIENT_ASKED,
 	STAT_HTTP_CLOSES_IDLE,

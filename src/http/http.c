@@ -395,7 +395,9 @@ machpay_http_main(Datum main_arg)
 	{
 		TimestampTz now;
 		int			npending;
+		int			ndeferred;
 		int			wake;
+		NetRequest *req;
 
 		/*
 		 * DROP DATABASE and others wait until every process absorbed their
@@ -417,15 +419,20 @@ machpay_http_main(Datum main_arg)
 
 		now = GetCurrentTimestamp();
 		refresh_state(now, &last_check);
+		http_ingest_begin_turn();
 		npending = http_ingest_poll_pending(woken);
+		while ((req = http_ingest_next_deferred()) != NULL)
+			run_endpoint(req, http_ingest_map_deferred);
+		ndeferred = http_ingest_deferred();
 
-		if (http_status.state == HTTP_STATE_DRAINING && npending == 0 &&
+		if (http_status.state == HTTP_STATE_DRAINING && npending == 0 && ndeferred == 0 &&
 			(net_connection_count() == 0 ||
 			 TimestampDifferenceExceeds(drain_started, now, HTTP_DRAIN_GRACE_MS)))
 			break;
 
 		/* The flusher sets the latch when it posted intents' outcomes. */
-		wake = net_wait(npending > 0 ? HTTP_WAIT_PENDING_MS : HTTP_WAIT_IDLE_MS);
+		wake = net_wait(ndeferred > 0 ? 0 :
+						npending > 0 ? HTTP_WAIT_PENDING_MS : HTTP_WAIT_IDLE_MS);
 		woken = (wake & NET_WAKE_LATCH) != 0;
 		net_run();
 	}

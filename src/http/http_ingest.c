@@ -16,6 +16,13 @@
  * A request whose events include payment intents becomes *pending*: it
  * holds a buffer ticket and is answered from the loop once the flusher
  * committed the intents (200) or gave up (503).
+ *
+ * Intents first: a body that carries a payment intent is mapped as soon as
+ * it is in.  Telemetry bodies are mapped for at most TELEMETRY_TURN_US per
+ * turn of the loop; the others wait, in arrival order, for the next turns
+ * (*deferred*).  Under a flood a turn could otherwise bring hundreds of
+ * telemetry bodies, and an intent that came with them would wait for all
+ * of them to be mapped, and for as long again before its 200 went out.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -44,6 +51,8 @@
 #define RETRY_AFTER_SECS		"1"
 /* A body without this text carries no payment intent. */
 #define INTENT_SOURCE_TEXT		"payment_intent"
+/* Telemetry mapping per turn of the loop before the rest waits (intents first). */
+#define TELEMETRY_TURN_US		1000
 
 typedef struct PendingRequest
 {
@@ -60,6 +69,17 @@ typedef struct PendingRequest
 static dlist_head pending_requests = DLIST_STATIC_INIT(pending_requests);
 static int	npending = 0;
 
+/* A telemetry body waiting for a turn with mapping time left. */
+typedef struct DeferredBody
+{
+	dlist_node	node;
+	NetRequest *req;			/* NULL once the client went away */
+} DeferredBody;
+
+static dlist_head deferred_bodies = DLIST_STATIC_INIT(deferred_bodies);
+static int	ndeferred = 0;
+static int64 turn_mapped_us = 0;	/* telemetry mapping time of this turn */
+
 /*
  * The ingest path's settings (retentions), loaded by its one loader now and
  * then (http_ingest_refresh_options), so a request runs no SQL.
@@ -73,6 +93,15 @@ pending_gone(NetRequest *req)
 	PendingRequest *p = req->user;
 
 	p->req = NULL;
+	req->user = NULL;
+}
+
+static void
+deferred_gone(NetRequest *req)
+{
+	DeferredBody *d = req->user;
+
+	d->req = NULL;
 	req->user = NULL;
 }
 
@@ -409,9 +438,99 @@ http_ingest_headers(NetRequest *req, const HttpWorkerStatus *status)
 	net_read_body(req, (size_t) machpay_max_body_size);
 }
 
-/* The body is in (inflated): map it and buffer the rows. */
+static bool
+carries_intent(const NetRequest *req)
+{
+	return req->body_status == NET_BODY_OK &&
+		memmem(req->body, req->body_len,
+			   INTENT_SOURCE_TEXT, strlen(INTENT_SOURCE_TEXT)) != NULL;
+}
+
+static void map_body(NetRequest *req);
+
+/* A new turn of the loop: its telemetry mapping time starts again. */
+void
+http_ingest_begin_turn(void)
+{
+	turn_mapped_us = 0;
+}
+
+/* Bodies waiting for mapping time (the loop then does not sleep). */
+int
+http_ingest_deferred(void)
+{
+	return ndeferred;
+}
+
+/* Telemetry maps within the turn's time, timed; intents map at once. */
+static void
+map_body_timed(NetRequest *req)
+{
+	TimestampTz start = GetCurrentTimestamp();
+
+	map_body(req);
+	turn_mapped_us += GetCurrentTimestamp() - start;
+}
+
+/* The body is in (inflated): map it now, or wait behind earlier telemetry. */
 void
 http_ingest_body(NetRequest *req)
+{
+	DeferredBody *d;
+
+	if (req->body_status != NET_BODY_OK || carries_intent(req))
+	{
+		map_body(req);			/* an answer to send, or an intent */
+		return;
+	}
+	if (ndeferred == 0 && turn_mapped_us < TELEMETRY_TURN_US)
+	{
+		map_body_timed(req);
+		return;
+	}
+	d = MemoryContextAlloc(TopMemoryContext, sizeof(DeferredBody));
+	d->req = req;
+	req->user = d;
+	req->on_gone = deferred_gone;
+	dlist_push_tail(&deferred_bodies, &d->node);
+	ndeferred++;
+	stats_add(STAT_HTTP_BODIES_DEFERRED, 1);
+}
+
+/*
+ * The next deferred body to map in this turn, or NULL when none waits or
+ * the turn's telemetry time is spent.  The caller maps it with
+ * http_ingest_map_deferred.
+ */
+NetRequest *
+http_ingest_next_deferred(void)
+{
+	while (ndeferred > 0 && turn_mapped_us < TELEMETRY_TURN_US)
+	{
+		DeferredBody *d = dlist_container(DeferredBody, node,
+										  dlist_pop_head_node(&deferred_bodies));
+		NetRequest *req = d->req;
+
+		ndeferred--;
+		pfree(d);
+		if (req == NULL)
+			continue;			/* its client went away */
+		req->user = NULL;
+		req->on_gone = NULL;
+		return req;
+	}
+	return NULL;
+}
+
+void
+http_ingest_map_deferred(NetRequest *req)
+{
+	map_body_timed(req);
+}
+
+/* Map the body and buffer its rows; answer, or leave the request pending. */
+static void
+map_body(NetRequest *req)
 {
 	AuthGrant	grant;
 	const char *h;

@@ -133,6 +133,9 @@ http_ops_metrics(NetRequest *req)
 					 stats_get(STAT_HTTP_EVENTS_REJECTED));
 	appendStringInfo(&out, "machpay_http_events_total{source=\"any\",outcome=\"refused\"} " UINT64_FORMAT "\n",
 					 stats_get(STAT_HTTP_EVENTS_REFUSED));
+	/* Telemetry bodies that waited for a later turn (payment intents first). */
+	appendStringInfo(&out, "machpay_http_bodies_deferred_total " UINT64_FORMAT "\n",
+					 stats_get(STAT_HTTP_BODIES_DEFERRED));
 
 	/* The flusher's cumulative histogram: flush_duration_le_<N>ms, _inf. */
 	family(&out, "flush_duration_seconds", "histogram", "Time a flush takes, commit included.");
