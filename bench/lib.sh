@@ -36,6 +36,11 @@ machpay.maintenance_interval = 0
 shared_buffers = 2GB
 max_wal_size = 16GB
 checkpoint_timeout = 30min
+# A fresh cluster creates every WAL segment it writes, zero-filling 16 MB
+# under the WAL write lock (wait event WALInitSync), which a server in
+# service does not do: it recycles its segments at checkpoints.  Without
+# this, the first minutes of a run measure segment creation.
+wal_init_zero = off
 ${BENCH_EXTRA_CONF:-}
 EOC
   as_postgres "$PG_BINDIR/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/postgres.log" -w start >/dev/null
