@@ -147,28 +147,34 @@ $$;
 -- stays at its largest hash).  No JIT: the estimate of thousands of
 -- probes passes jit_above_cost, and compiling every run costs more time
 -- and memory than the probes.  Functions of their own, so that these
--- settings hold for these two statements only.
+-- settings hold for these two statements only; in PL/pgSQL, whose plans
+-- are made again when partitions come and go (a SQL function keeps its
+-- plans for the whole transaction, and two runs may share one).
 CREATE FUNCTION machpay._series_without_points() RETURNS bigint[]
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off
 SET enable_bitmapscan = off SET jit = off AS $$
-    SELECT coalesce(array_agg(s.series_id), '{}')
-      FROM machpay.metric_series s
-     WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id)
+BEGIN
+    RETURN ARRAY(SELECT s.series_id FROM machpay.metric_series s
+                  WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id));
+END
 $$;
 
 CREATE FUNCTION machpay._prune_series(p_candidates bigint[]) RETURNS bigint
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off
 SET enable_bitmapscan = off SET jit = off AS $$
-    WITH pruned AS (
-        DELETE FROM machpay.metric_series s
-         WHERE s.series_id = ANY (p_candidates)
-           AND NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id)
-        RETURNING 1)
-    SELECT count(*) FROM pruned
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM machpay.metric_series s
+     WHERE s.series_id = ANY (p_candidates)
+       AND NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
 $$;
 REVOKE ALL ON FUNCTION machpay._series_without_points() FROM PUBLIC;
 REVOKE ALL ON FUNCTION machpay._prune_series(bigint[]) FROM PUBLIC;
