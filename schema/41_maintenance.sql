@@ -137,6 +137,48 @@ BEGIN
 END
 $$;
 
+-- Series no point refers to: every one (the prune's candidates, read
+-- without the lock) and, under the lock, those of the candidates that are
+-- removed.  One probe of the points' (series_id, time) index per series,
+-- whatever the planner's statistics: nobody analyzes the partitioned
+-- parent, and without its statistics the planner hashes all of
+-- metric_points for the anti join, every run, in memory and temporary
+-- files that grow with the table (a maintenance worker's resident memory
+-- stays at its largest hash).  No JIT: the estimate of thousands of
+-- probes passes jit_above_cost, and compiling every run costs more time
+-- and memory than the probes.  Functions of their own, so that these
+-- settings hold for these two statements only; in PL/pgSQL, whose plans
+-- are made again when partitions come and go (a SQL function keeps its
+-- plans for the whole transaction, and two runs may share one).
+CREATE FUNCTION machpay._series_without_points() RETURNS bigint[]
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off
+SET enable_bitmapscan = off SET jit = off AS $$
+BEGIN
+    RETURN ARRAY(SELECT s.series_id FROM machpay.metric_series s
+                  WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id));
+END
+$$;
+
+CREATE FUNCTION machpay._prune_series(p_candidates bigint[]) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off
+SET enable_bitmapscan = off SET jit = off AS $$
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM machpay.metric_series s
+     WHERE s.series_id = ANY (p_candidates)
+       AND NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION machpay._series_without_points() FROM PUBLIC;
+REVOKE ALL ON FUNCTION machpay._prune_series(bigint[]) FROM PUBLIC;
+
 -- Partition maintenance as if the time were p_now; one row per action.
 -- Creation goes through pg_partman (create_partition_time, 4.x and 5.x
 -- forms); expired children are dropped directly, because each one needs a
@@ -214,8 +256,7 @@ BEGIN
         END IF;
     END IF;
     IF NOT p_dry_run THEN
-        v_gone := ARRAY(SELECT s.series_id FROM machpay.metric_series s
-                         WHERE NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id));
+        v_gone := machpay._series_without_points();
     END IF;
     IF NOT p_dry_run AND (v_leaving OR cardinality(v_gone) > 0) THEN
         v_lock_timeout := current_setting('lock_timeout');
@@ -382,11 +423,7 @@ BEGIN
     -- The statement trigger on metric_series tells the writers' caches at
     -- commit.
     IF NOT p_dry_run AND cardinality(v_gone) > 0 THEN
-        DELETE FROM machpay.metric_series s
-         USING (SELECT DISTINCT g FROM unnest(v_gone) AS g) AS gone(series_id)
-         WHERE s.series_id = gone.series_id
-           AND NOT EXISTS (SELECT 1 FROM machpay.metric_points p WHERE p.series_id = s.series_id);
-        GET DIAGNOSTICS v_pruned = ROW_COUNT;
+        v_pruned := machpay._prune_series(v_gone);
         IF v_pruned > 0 THEN
             action := 'prune'; parent_table := 'machpay.metric_series'; partition := NULL;
             detail := format('%s series without points removed', v_pruned);
