@@ -292,6 +292,12 @@ void
 maintenance_main(Datum main_arg)
 {
 	machpay_worker_attach(WORKER_ROLE);
+	/*
+	 * Its statements run once a day or an hour: compiling them saves
+	 * nothing, and loading LLVM once added some 20 MB to a process that
+	 * lives for months.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	if (!machpay_worker_wait_for_extension(WORKER_ROLE))
 		proc_exit(0);
 
