@@ -50,6 +50,7 @@ int			machpay_http2_max_streams = 100;
 int			machpay_http2_max_resets = 200;
 int			machpay_http2_max_control_frames = 1000;
 int			machpay_http2_body_preread = 0;
+int			machpay_http_overload_wait_ms = 100;
 int			machpay_max_events_per_request = 10000;
 int			machpay_max_rows_per_request = 100000;
 int			machpay_max_rejects_per_request = 1000;
@@ -238,6 +239,11 @@ define_reloadable_gucs(void)
 							gettext_noop("SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA frames an HTTP/2 client may send in 10 s."),
 							NULL, &machpay_http2_max_control_frames, 1000, 10, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http_overload_wait",
+							gettext_noop("How long a telemetry request that finds the buffer full waits for room before it is answered 429 (0 = at once)."),
+							gettext_noop("Clients that post again as soon as they are refused then wait instead of spinning, which leaves the CPU to the writers."),
+							&machpay_http_overload_wait_ms, 100, 0, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.http2_body_preread",
 							gettext_noop("Body bytes an HTTP/2 client may send before its request is decided (SETTINGS_INITIAL_WINDOW_SIZE)."),
 							gettext_noop("A refused body costs at most this much reading; a larger accepted one waits one round trip for its window."),

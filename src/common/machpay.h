@@ -61,6 +61,7 @@ extern int	machpay_http2_max_streams;
 extern int	machpay_http2_max_resets;	/* per 10 s */
 extern int	machpay_http2_max_control_frames;	/* per 10 s */
 extern int	machpay_http2_body_preread;	/* bytes */
+extern int	machpay_http_overload_wait_ms;
 
 extern void machpay_define_gucs(void);
 

@@ -431,8 +431,9 @@ machpay_http_main(Datum main_arg)
 			break;
 
 		/* The flusher sets the latch when it posted intents' outcomes. */
-		wake = net_wait(ndeferred > 0 ? 0 :
-						npending > 0 ? HTTP_WAIT_PENDING_MS : HTTP_WAIT_IDLE_MS);
+		wake = net_wait(http_ingest_deferred_wait_ms(npending > 0 ?
+													 HTTP_WAIT_PENDING_MS :
+													 HTTP_WAIT_IDLE_MS));
 		woken = (wake & NET_WAKE_LATCH) != 0;
 		net_run();
 	}

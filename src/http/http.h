@@ -38,6 +38,7 @@ extern void http_ingest_begin_turn(void);
 extern NetRequest *http_ingest_next_deferred(void);
 extern void http_ingest_map_deferred(NetRequest *req);
 extern int	http_ingest_deferred(void);	/* bodies waiting for a turn */
+extern long http_ingest_deferred_wait_ms(long idle_ms);
 extern int	http_ingest_poll_pending(bool latch_was_set);	/* returns requests still pending */
 extern void http_ingest_fail_pending(const char *why);
 extern void http_ingest_refresh_options(void);

@@ -23,6 +23,11 @@
  * (*deferred*).  Under a flood a turn could otherwise bring hundreds of
  * telemetry bodies, and an intent that came with them would wait for all
  * of them to be mapped, and for as long again before its 200 went out.
+ * A telemetry body that finds the buffer full waits the same way, up to
+ * machpay.http_overload_wait, for a writer to free room before it is
+ * answered 429: a client that posts again as soon as it is refused
+ * (most do) then waits instead of spinning, and the CPU its refusals
+ * would cost goes to the writers that make the room.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -53,6 +58,8 @@
 #define INTENT_SOURCE_TEXT		"payment_intent"
 /* Telemetry mapping per turn of the loop before the rest waits (intents first). */
 #define TELEMETRY_TURN_US		1000
+/* How often the oldest body waiting for room looks again. */
+#define ROOM_POLL_MS			2
 
 typedef struct PendingRequest
 {
@@ -74,10 +81,14 @@ typedef struct DeferredBody
 {
 	dlist_node	node;
 	NetRequest *req;			/* NULL once the client went away */
+	size_t		bytes;			/* its body, counted in deferred_bytes */
+	TimestampTz room_deadline;	/* no room in the buffer until then: 429 */
 } DeferredBody;
 
 static dlist_head deferred_bodies = DLIST_STATIC_INIT(deferred_bodies);
 static int	ndeferred = 0;
+static size_t deferred_bytes = 0;	/* bodies held by deferred requests */
+static bool waiting_for_room = false;	/* the oldest deferred body */
 static int64 turn_mapped_us = 0;	/* telemetry mapping time of this turn */
 
 /*
@@ -455,11 +466,32 @@ http_ingest_begin_turn(void)
 	turn_mapped_us = 0;
 }
 
-/* Bodies waiting for mapping time (the loop then does not sleep). */
+/* Bodies waiting for mapping time or for room. */
 int
 http_ingest_deferred(void)
 {
 	return ndeferred;
+}
+
+/*
+ * How long the loop may sleep for the deferred bodies: not at all while
+ * they wait for mapping time, a moment while the oldest waits for room
+ * (the writers do not wake us when they free some), else `idle_ms`.
+ */
+long
+http_ingest_deferred_wait_ms(long idle_ms)
+{
+	if (ndeferred == 0)
+		return idle_ms;
+	return waiting_for_room ? Min(idle_ms, ROOM_POLL_MS) : 0;
+}
+
+/* Room for this telemetry body now, or is it refused anyway? */
+static bool
+room_or_refused(const DeferredBody *d)
+{
+	return buffer_room(d->bytes) == BUFFER_ROOM_ANY || !buffer_accepting() ||
+		GetCurrentTimestamp() >= d->room_deadline;
 }
 
 /* Telemetry maps within the turn's time, timed; intents map at once. */
@@ -472,46 +504,77 @@ map_body_timed(NetRequest *req)
 	turn_mapped_us += GetCurrentTimestamp() - start;
 }
 
-/* The body is in (inflated): map it now, or wait behind earlier telemetry. */
+static void
+defer_body(NetRequest *req, TimestampTz room_deadline)
+{
+	DeferredBody *d = MemoryContextAlloc(TopMemoryContext, sizeof(DeferredBody));
+
+	d->req = req;
+	d->bytes = req->body_len;
+	d->room_deadline = room_deadline;
+	req->user = d;
+	req->on_gone = deferred_gone;
+	dlist_push_tail(&deferred_bodies, &d->node);
+	ndeferred++;
+	deferred_bytes += d->bytes;
+	stats_add(STAT_HTTP_BODIES_DEFERRED, 1);
+}
+
+/*
+ * The body is in (inflated): map it now, or wait behind earlier telemetry
+ * (for mapping time, or for room: at most machpay.http_overload_wait, and
+ * while what waits holds no more than the buffer could).
+ */
 void
 http_ingest_body(NetRequest *req)
 {
-	DeferredBody *d;
+	bool		room;
+	TimestampTz now = GetCurrentTimestamp();
 
 	if (req->body_status != NET_BODY_OK || carries_intent(req))
 	{
 		map_body(req);			/* an answer to send, or an intent */
 		return;
 	}
-	if (ndeferred == 0 && turn_mapped_us < TELEMETRY_TURN_US)
+	room = buffer_room(req->body_len) == BUFFER_ROOM_ANY;
+	if (ndeferred == 0 && (room ? turn_mapped_us < TELEMETRY_TURN_US :
+						   machpay_http_overload_wait_ms == 0))
 	{
-		map_body_timed(req);
+		map_body_timed(req);	/* mapped, or refused (429) */
 		return;
 	}
-	d = MemoryContextAlloc(TopMemoryContext, sizeof(DeferredBody));
-	d->req = req;
-	req->user = d;
-	req->on_gone = deferred_gone;
-	dlist_push_tail(&deferred_bodies, &d->node);
-	ndeferred++;
-	stats_add(STAT_HTTP_BODIES_DEFERRED, 1);
+	if (!room && deferred_bytes + req->body_len > buffer_capacity())
+	{
+		map_body_timed(req);	/* too much waits already: 429 */
+		return;
+	}
+	defer_body(req, TimestampTzPlusMilliseconds(now, machpay_http_overload_wait_ms));
 }
 
 /*
- * The next deferred body to map in this turn, or NULL when none waits or
- * the turn's telemetry time is spent.  The caller maps it with
- * http_ingest_map_deferred.
+ * The next deferred body to map in this turn, or NULL when none waits,
+ * the turn's telemetry time is spent, or the oldest still waits for room
+ * (they wait in arrival order).  The caller maps it with
+ * http_ingest_map_deferred, which refuses it if there is still no room.
  */
 NetRequest *
 http_ingest_next_deferred(void)
 {
+	waiting_for_room = false;
 	while (ndeferred > 0 && turn_mapped_us < TELEMETRY_TURN_US)
 	{
 		DeferredBody *d = dlist_container(DeferredBody, node,
-										  dlist_pop_head_node(&deferred_bodies));
+										  dlist_head_node(&deferred_bodies));
 		NetRequest *req = d->req;
 
+		if (req != NULL && !room_or_refused(d))
+		{
+			waiting_for_room = true;
+			return NULL;
+		}
+		dlist_delete(&d->node);
 		ndeferred--;
+		deferred_bytes -= d->bytes;
 		pfree(d);
 		if (req == NULL)
 			continue;			/* its client went away */

@@ -2,14 +2,18 @@
 # telemetry batch is held by a lock on metric_points (its writer waits on
 # the lock), an intent posted is answered 200 and stored once, a retry gets
 # the same id back; while telemetry has filled its part of the buffer
-# (429 for telemetry), intents are still answered 200, never 429.  Once the
-# lock goes, every telemetry row answered 202 lands.
+# (429 for telemetry), intents are still answered 200, never 429.  A
+# telemetry request that finds its part full waits for room (up to
+# machpay.http_overload_wait) and is taken once the lock goes and the writer
+# frees it.  Every telemetry row answered 202 lands.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use IO::Select;
+use IO::Socket::INET;
 use Time::HiRes qw(time);
 use MachpayTest;
 use MachpayHttp;
@@ -128,9 +132,56 @@ is($node->safe_psql('postgres', qq{
 is($locker->query_safe('SELECT count(*) FROM machpay.metric_points'), 0,
 	'no telemetry row committed while the lock is held');
 
-# --- 3. the lock goes: every telemetry row answered 202 lands
+# --- 3. a telemetry request that finds its part full waits for room
+# (machpay.http_overload_wait) instead of a 429 at once, and is taken when
+# the lock goes and the writer frees the room.
+sub deferred_count
+{
+	my $m = http_req($port, path => '/metrics')->{body};
+	return $m =~ /^machpay_http_bodies_deferred_total (\d+)$/m ? $1 : -1;
+}
+$node->safe_psql('postgres', "ALTER SYSTEM SET machpay.http_overload_wait = '60s'");
+$node->reload;
+my $wait_body = json_array(map { gateway_event($GATEWAY_ID, $t_end - 90000 - $_) } 1 .. 50);
+my $wait_req = "POST /v1/ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+  . "Content-Length: " . length($wait_body) . "\r\n\r\n" . $wait_body;
+my ($waiting, $answer, $parked);
+for my $try (1 .. 60)
+{
+	my $before = deferred_count();
+	$waiting = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp')
+	  or die "connect: $!";
+	syswrite($waiting, $wait_req);
+	# Refused at once while the reload has not reached the worker yet.
+	if (IO::Select->new($waiting)->can_read(0.5))
+	{
+		sysread($waiting, $answer, 65536);
+		close($waiting);
+		next;
+	}
+	$parked = deferred_count() > $before;
+	last if $parked;
+}
+ok($parked, 'a telemetry request finding the buffer full waits for room');
+$answer = '';
+ok(!IO::Select->new($waiting)->can_read(0.5), 'with no answer while the room is still taken');
 $locker->query_safe('COMMIT');
 $locker->quit;
+my $deadline = time + 60;
+while (time < $deadline && IO::Select->new($waiting)->can_read($deadline - time))
+{
+	my $n = sysread($waiting, my $chunk, 65536);
+	last if !$n;
+	$answer .= $chunk;
+	last if $answer =~ /\r\n\r\n.*\}/s;
+}
+like($answer, qr{^HTTP/1\.1 202 }, 'once the writer freed room it is taken: 202');
+$acc += $1 if $answer =~ /"accepted":(\d+)/;
+close($waiting);
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET machpay.http_overload_wait');
+$node->reload;
+
+# --- 4. every telemetry row answered 202 lands
 $node->safe_psql('postgres', 'SELECT machpay.flush()');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM machpay.metric_points}), $acc * 3,
 	"every row of the $acc accepted events landed (3 per event)");
