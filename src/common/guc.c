@@ -51,6 +51,7 @@ int			machpay_http2_max_resets = 200;
 int			machpay_http2_max_control_frames = 1000;
 int			machpay_http2_body_preread = 0;
 int			machpay_http_overload_wait_ms = 100;
+int			machpay_http_overload_queue = 32;
 int			machpay_max_events_per_request = 10000;
 int			machpay_max_rows_per_request = 100000;
 int			machpay_max_rejects_per_request = 1000;
@@ -244,6 +245,11 @@ define_reloadable_gucs(void)
 							gettext_noop("Clients that post again as soon as they are refused then wait instead of spinning, which leaves the CPU to the writers."),
 							&machpay_http_overload_wait_ms, 100, 0, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("machpay.http_overload_queue",
+							gettext_noop("Telemetry requests of one ingest worker that may wait for room at once (http_overload_wait); more are answered 429 at once."),
+							gettext_noop("Each waiting request holds its connection or stream, so the queue is short."),
+							&machpay_http_overload_queue, 32, 0, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("machpay.http2_body_preread",
 							gettext_noop("Body bytes an HTTP/2 client may send before its request is decided (SETTINGS_INITIAL_WINDOW_SIZE)."),
 							gettext_noop("A refused body costs at most this much reading; a larger accepted one waits one round trip for its window."),

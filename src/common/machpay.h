@@ -62,6 +62,7 @@ extern int	machpay_http2_max_resets;	/* per 10 s */
 extern int	machpay_http2_max_control_frames;	/* per 10 s */
 extern int	machpay_http2_body_preread;	/* bytes */
 extern int	machpay_http_overload_wait_ms;
+extern int	machpay_http_overload_queue;
 
 extern void machpay_define_gucs(void);
 

@@ -25,9 +25,12 @@
  * of them to be mapped, and for as long again before its 200 went out.
  * A telemetry body that finds the buffer full waits the same way, up to
  * machpay.http_overload_wait, for a writer to free room before it is
- * answered 429: a client that posts again as soon as it is refused
- * (most do) then waits instead of spinning, and the CPU its refusals
- * would cost goes to the writers that make the room.
+ * answered 429: a client that posts again as soon as it is refused then
+ * waits instead of spinning, and the CPU its refusals would cost goes to
+ * the writers that make the room.  At most machpay.http_overload_queue
+ * wait so at once, the others get their 429 at once: each waiting request
+ * holds its connection, and a client with a fixed pool of connections
+ * would otherwise fall behind.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -82,12 +85,14 @@ typedef struct DeferredBody
 	dlist_node	node;
 	NetRequest *req;			/* NULL once the client went away */
 	size_t		bytes;			/* its body, counted in deferred_bytes */
+	bool		for_room;		/* came when the buffer was full */
 	TimestampTz room_deadline;	/* no room in the buffer until then: 429 */
 } DeferredBody;
 
 static dlist_head deferred_bodies = DLIST_STATIC_INIT(deferred_bodies);
 static int	ndeferred = 0;
 static size_t deferred_bytes = 0;	/* bodies held by deferred requests */
+static int	nfor_room = 0;		/* of them, those that came for room */
 static bool waiting_for_room = false;	/* the oldest deferred body */
 static int64 turn_mapped_us = 0;	/* telemetry mapping time of this turn */
 
@@ -505,12 +510,14 @@ map_body_timed(NetRequest *req)
 }
 
 static void
-defer_body(NetRequest *req, TimestampTz room_deadline)
+defer_body(NetRequest *req, bool for_room, TimestampTz room_deadline)
 {
 	DeferredBody *d = MemoryContextAlloc(TopMemoryContext, sizeof(DeferredBody));
 
 	d->req = req;
 	d->bytes = req->body_len;
+	d->for_room = for_room;
+	nfor_room += for_room ? 1 : 0;
 	d->room_deadline = room_deadline;
 	req->user = d;
 	req->on_gone = deferred_gone;
@@ -543,12 +550,13 @@ http_ingest_body(NetRequest *req)
 		map_body_timed(req);	/* mapped, or refused (429) */
 		return;
 	}
-	if (!room && deferred_bytes + req->body_len > buffer_capacity())
+	if (!room && (nfor_room >= machpay_http_overload_queue ||
+				  deferred_bytes + req->body_len > buffer_capacity()))
 	{
-		map_body_timed(req);	/* too much waits already: 429 */
+		map_body_timed(req);	/* enough wait already: 429 at once */
 		return;
 	}
-	defer_body(req, TimestampTzPlusMilliseconds(now, machpay_http_overload_wait_ms));
+	defer_body(req, !room, TimestampTzPlusMilliseconds(now, machpay_http_overload_wait_ms));
 }
 
 /*
@@ -575,6 +583,7 @@ http_ingest_next_deferred(void)
 		dlist_delete(&d->node);
 		ndeferred--;
 		deferred_bytes -= d->bytes;
+		nfor_room -= d->for_room ? 1 : 0;
 		pfree(d);
 		if (req == NULL)
 			continue;			/* its client went away */
