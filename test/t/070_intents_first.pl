@@ -141,6 +141,7 @@ sub deferred_count
 	return $m =~ /^machpay_http_bodies_deferred_total (\d+)$/m ? $1 : -1;
 }
 $node->safe_psql('postgres', "ALTER SYSTEM SET machpay.http_overload_wait = '60s'");
+$node->safe_psql('postgres', "ALTER SYSTEM SET machpay.http_overload_queue = 1");
 $node->reload;
 my $wait_body = json_array(map { gateway_event($GATEWAY_ID, $t_end - 90000 - $_) } 1 .. 50);
 my $wait_req = "POST /v1/ingest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
@@ -165,6 +166,9 @@ for my $try (1 .. 60)
 ok($parked, 'a telemetry request finding the buffer full waits for room');
 $answer = '';
 ok(!IO::Select->new($waiting)->can_read(0.5), 'with no answer while the room is still taken');
+is(http_req($port, method => 'POST',
+	body => json_array(map { gateway_event($GATEWAY_ID, $t_end - 95000 - $_) } 1 .. 50))->{status},
+	429, 'the queue of waiting requests (http_overload_queue = 1) is full: the next one gets 429 at once');
 $locker->query_safe('COMMIT');
 $locker->quit;
 my $deadline = time + 60;
@@ -179,6 +183,7 @@ like($answer, qr{^HTTP/1\.1 202 }, 'once the writer freed room it is taken: 202'
 $acc += $1 if $answer =~ /"accepted":(\d+)/;
 close($waiting);
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET machpay.http_overload_wait');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET machpay.http_overload_queue');
 $node->reload;
 
 # --- 4. every telemetry row answered 202 lands
