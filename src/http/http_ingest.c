@@ -543,7 +543,8 @@ http_ingest_body(NetRequest *req)
 		map_body(req);			/* an answer to send, or an intent */
 		return;
 	}
-	room = buffer_room(req->body_len) == BUFFER_ROOM_ANY;
+	/* Room goes to those that wait for it first. */
+	room = nfor_room == 0 && buffer_room(req->body_len) == BUFFER_ROOM_ANY;
 	if (ndeferred == 0 && (room ? turn_mapped_us < TELEMETRY_TURN_US :
 						   machpay_http_overload_wait_ms == 0))
 	{
